@@ -1,0 +1,1 @@
+"""Communication schemes / distributed optimizers, one module each."""

@@ -1,0 +1,62 @@
+"""``mlbench`` entry point: parses the command line and dispatches to a command module.
+
+Heavy imports (torch) happen inside the commands, so ``mlbench --help`` is instant. Any
+:class:`~mlbench.errors.MlbenchError` becomes a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mlbench import __version__
+from mlbench.errors import MlbenchError
+
+EPILOG = """examples:
+  mlbench tasks
+  mlbench run cifar10-resnet20 --workers 2 --goal light --data-dir DATA
+  mlbench run epsilon-logreg --workers 2 --set data.dataset=a9a --data-dir DATA
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mlbench.cli import run as run_cmd
+    from mlbench.cli import tasks as tasks_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="mlbench",
+        description="Reproducible benchmarks for distributed machine-learning training.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"mlbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    tasks_cmd.register(sub)
+    run_cmd.register(sub)
+    worker = sub.add_parser(
+        "worker", help="one rank's process (started by `mlbench run` or torchrun)", add_help=False
+    )
+    worker.set_defaults(func=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"]:
+        from mlbench.launch.worker import main as worker_main
+
+        return worker_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except MlbenchError as exc:
+        print(f"mlbench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

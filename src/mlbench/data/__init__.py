@@ -1,0 +1,1 @@
+"""Real dataset formats, download + checksum, partitioning across ranks, batch loading."""

@@ -1,0 +1,151 @@
+"""CIFAR-10 in its official "python version" layout (``cifar-10-batches-py``).
+
+We read the pickles ourselves (no torchvision dependency) through a restricted unpickler that only
+admits the numpy classes the official files use — a downloaded pickle must not be able to run code.
+Integrity: the downloaded tarball is checked against the official md5; an extracted directory is
+checked structurally (shapes, dtype, label range, counts), because re-created copies of the pickles
+can hold identical pixels and labels with different ``filenames`` entries and hence other md5s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import tarfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlbench.errors import DataError
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+TARBALL_MD5 = "c58f30108f718f92721af3b95e74349a"
+DIRNAME = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILES = ("test_batch",)
+PER_FILE = 10000
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2023, 0.1994, 0.2010)
+
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED:
+            raise pickle.UnpicklingError(f"forbidden class {module}.{name} in a CIFAR-10 pickle")
+        return _reconstruct() if name == "_reconstruct" else getattr(np, name)
+
+
+def _reconstruct() -> Any:
+    try:
+        from numpy._core.multiarray import _reconstruct as rec  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import _reconstruct as rec
+    return rec
+
+
+def _unpickle(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            obj = _SafeUnpickler(fh, encoding="latin1").load()
+    except FileNotFoundError:
+        raise DataError(f"CIFAR-10 file missing: {path}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise DataError(f"CIFAR-10 file {path} is corrupt or truncated ({exc})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"CIFAR-10 file {path} does not hold a batch dict")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def find(root: Path) -> Path | None:
+    """The ``cifar-10-batches-py`` directory under ``root`` (either directly or in ``cifar10/``)."""
+    for cand in (root / DIRNAME, root / "cifar10" / DIRNAME, root):
+        if cand.name == DIRNAME and cand.is_dir():
+            return cand
+    return None
+
+
+def load_split(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images as uint8 ``[N, 3, 32, 32]`` and labels as int64 ``[N]``; validated."""
+    files = TRAIN_FILES if split == "train" else TEST_FILES
+    xs, ys = [], []
+    for name in files:
+        path = directory / name
+        batch = _unpickle(path)
+        data, labels = batch.get("data"), batch.get("labels")
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape != (
+            PER_FILE, 3072,
+        ):
+            shape = getattr(data, "shape", None)
+            raise DataError(f"CIFAR-10 file {path}: 'data' is not uint8 [10000, 3072] ({shape})")
+        y = np.asarray(labels, dtype=np.int64) if labels is not None else np.empty(0, np.int64)
+        if y.shape != (PER_FILE,) or y.min() < 0 or y.max() > 9:
+            raise DataError(f"CIFAR-10 file {path}: 'labels' must be 10000 values in 0..9")
+        xs.append(data.reshape(PER_FILE, 3, 32, 32))
+        ys.append(y)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def verify(directory: Path) -> None:
+    """Full structural check of every file; raises :class:`DataError` on any problem."""
+    for split in ("train", "test"):
+        _, y = load_split(directory, split)
+        counts = np.bincount(y, minlength=10)
+        if counts.min() == 0:
+            raise DataError(f"CIFAR-10 {split} split in {directory} lacks some classes")
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(root: Path, url: str = URL, md5: str = TARBALL_MD5) -> Path:
+    """Fetch the official tarball into ``root/cifar10``, check its md5, extract it."""
+    target = root / "cifar10"
+    target.mkdir(parents=True, exist_ok=True)
+    tarball = target / "cifar-10-python.tar.gz"
+    partial = tarball.with_suffix(".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(partial, "wb") as out:
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise DataError(
+            f"CIFAR-10 not found under {root} and download from {url} failed ({exc}); "
+            f"put {DIRNAME}/ there (official python version)"
+        ) from None
+    got = _md5(partial)
+    if got != md5:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"downloaded CIFAR-10 tarball has md5 {got}, expected {md5}; not using it")
+    partial.replace(tarball)
+    with tarfile.open(tarball) as tar:
+        tar.extractall(target, filter="data")
+    return target / DIRNAME
+
+
+def ensure(root: Path, allow_download: bool) -> Path:
+    """Locate (or download) and verify CIFAR-10 under ``root``."""
+    directory = find(root)
+    if directory is None:
+        if not allow_download:
+            raise DataError(
+                f"CIFAR-10 not found under {root} (expected {DIRNAME}/ or cifar10/{DIRNAME}/); "
+                "set data.download=true or put the official python-version files there"
+            )
+        directory = download(root)
+    verify(directory)
+    return directory

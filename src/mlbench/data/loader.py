@@ -1,0 +1,60 @@
+"""In-memory batch loader: the whole shard lives in one tensor, batches are index gathers.
+
+Why not ``torch.utils.data.DataLoader``: for these datasets a shard fits in memory, and per-sample
+Python work plus loader worker processes would steal the very CPU cores being benchmarked (the
+original MLBench's loaders did exactly that). Here the per-batch cost is one gather plus an optional
+whole-batch transform, all as tensor ops, and it is charged to the ``data`` phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class BatchLoader:
+    def __init__(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int,
+        device: torch.device | None = None,
+        transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    ) -> None:
+        if len(inputs) != len(targets):
+            raise ValueError("inputs and targets differ in length")
+        self.inputs, self.targets = inputs, targets
+        self.batch_size = batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.device = device or torch.device("cpu")
+        self.transform = transform
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.inputs)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.inputs)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.inputs)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        for b in range(len(self)):
+            lo, hi = b * self.batch_size, min(n, (b + 1) * self.batch_size)
+            if order is None:
+                x, y = self.inputs[lo:hi], self.targets[lo:hi]
+            else:
+                idx = order[lo:hi]
+                x, y = self.inputs[idx], self.targets[idx]
+            if self.transform is not None:
+                x = self.transform(x, self.generator)
+            yield (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))

@@ -1,0 +1,1 @@
+"""Launchers: start workers, watch them, stop them all on failure."""

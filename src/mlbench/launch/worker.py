@@ -1,0 +1,112 @@
+"""The worker entry point: one process per rank.
+
+Started by ``mlbench run`` (our local launcher) or by plain torchrun::
+
+    torchrun --nproc-per-node 2 -m mlbench.launch.worker --run-dir RUN --task epsilon-logreg \
+        --set data.dir=DATA --set data.dataset=a9a
+
+Either way the rendezvous is env:// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT). With ``--task``
+each rank resolves the same config from the same arguments and rank 0 records it; without, the
+config is read from ``RUN/config.json`` (what the local launcher writes). Rank 0 writes
+``result.json`` when training ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+ERROR_MARKER = "MLBENCH-ERROR:"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="mlbench worker", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run-dir", required=True, type=Path, help="run directory (created if needed)")
+    p.add_argument("--task", help="task name (else read RUN/config.json)")
+    p.add_argument("--config", help="TOML/JSON config file (with --task)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--backend", default=os.environ.get("MLBENCH_BACKEND", "auto"))
+    p.add_argument("--threads", type=int, default=None, help="torch threads for this rank")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        return _run(args, rank)
+    except BaseException as exc:  # report every failure in one parseable line, then re-raise
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            raise
+        traceback.print_exc()
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"{ERROR_MARKER} rank {rank}: {type(exc).__name__}: {message}", file=sys.stderr)
+        sys.stderr.flush()
+        return 1
+
+
+def _run(args: argparse.Namespace, rank: int) -> int:
+    import torch
+
+    from mlbench import runs
+    from mlbench.dist import init_from_env, shutdown
+    from mlbench.results.summary import build_result, write_result
+    from mlbench.telemetry.environment import collect
+    from mlbench.telemetry.events import EventWriter, events_path
+    from mlbench.train.loop import train
+
+    run_dir: Path = args.run_dir
+    if args.task:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        task, cfg = runs.resolve_config(args.task, config_file=args.config, overrides=args.overrides)
+        if rank == 0 and not (run_dir / runs.CONFIG_FILE).exists():
+            runs.write_config(run_dir, cfg)
+    else:
+        task, cfg = runs.load_run_config(run_dir)
+    threads = args.threads or int(os.environ.get("MLBENCH_THREADS", "0"))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    dist = init_from_env(args.backend)
+    run_id = run_dir.name
+    events = EventWriter(events_path(run_dir, dist.rank), run_id, dist.rank)
+    try:
+        summary = train(task, cfg, dist, events, run_dir)
+        summaries = dist.all_gather_object(asdict(summary))
+    finally:
+        events.close()
+    if dist.is_main:
+        launch = runs.read_launch(run_dir)
+        differences = task.official_differences(cfg) + launch.get("official_data_issues", [])
+        target = task.target
+        write_result(
+            run_dir,
+            build_result(
+                run_id=run_id,
+                task=task.name,
+                state="finished",
+                config=asdict(cfg),
+                official=not differences,
+                official_differences=differences,
+                environment=collect(cfg.seed),
+                world_size=dist.world_size,
+                backend=dist.backend,
+                algorithm=cfg.algorithm.name,
+                goal={
+                    "metric": target.metric,
+                    "goal": cfg.goal,
+                    "threshold": target.threshold(cfg.goal),
+                    "mode": target.mode,
+                },
+                ranks=summaries,
+            ),
+        )
+    shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

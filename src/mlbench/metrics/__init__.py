@@ -1,0 +1,1 @@
+"""Metrics computed from sums that can be all-reduced exactly across ranks."""

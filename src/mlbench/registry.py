@@ -1,0 +1,73 @@
+"""Name → class registries for tasks and algorithms.
+
+Built-ins are listed here; user plug-ins join through the ``mlbench.algorithms`` entry-point group
+or as ``module:Class`` on the command line. Imports are lazy so ``mlbench --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+from mlbench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mlbench.algorithms.base import Algorithm
+    from mlbench.tasks.base import Task
+
+TASKS: dict[str, str] = {
+    "cifar10-resnet20": "mlbench.tasks.cifar10_resnet20:Cifar10ResNet20",
+    "epsilon-logreg": "mlbench.tasks.epsilon_logreg:EpsilonLogReg",
+}
+
+ALGORITHMS: dict[str, str] = {
+    "allreduce": "mlbench.algorithms.allreduce:AllReduce",
+}
+
+
+def _load(target: str) -> type:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+
+def task_names() -> list[str]:
+    return list(TASKS)
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return _load(TASKS[name])()  # type: ignore[no-any-return]
+
+
+def algorithm_names() -> list[str]:
+    names = list(ALGORITHMS)
+    for ep in metadata.entry_points(group="mlbench.algorithms"):
+        if ep.name not in names:
+            names.append(ep.name)
+    return names
+
+
+def get_algorithm(name: str) -> type[Algorithm]:
+    from mlbench.algorithms.base import Algorithm
+
+    if name in ALGORITHMS:
+        cls = _load(ALGORITHMS[name])
+    else:
+        eps = {ep.name: ep for ep in metadata.entry_points(group="mlbench.algorithms")}
+        if name in eps:
+            cls = eps[name].load()
+        elif ":" in name:
+            try:
+                cls = _load(name)
+            except (ImportError, AttributeError) as exc:
+                raise ConfigError(f"cannot load algorithm {name!r}: {exc}") from None
+        else:
+            raise ConfigError(
+                f"unknown algorithm {name!r}; known: {', '.join(algorithm_names())} "
+                "(or module:Class)"
+            )
+    if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
+        raise ConfigError(f"algorithm {name!r} is not a subclass of mlbench Algorithm")
+    return cls

@@ -1,0 +1,1 @@
+"""Run summaries: building, versioning and reading result.json."""

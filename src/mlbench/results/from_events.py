@@ -1,0 +1,39 @@
+"""Per-rank summaries rebuilt from event files — for runs that failed before writing a result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mlbench.telemetry.events import events_path, read_events
+from mlbench.train.timer import PHASES
+
+
+def rank_summary_from_events(run_dir: Path, rank: int) -> dict[str, Any] | None:
+    records = read_events(events_path(run_dir, rank))
+    if not records:
+        return None
+    phases = dict.fromkeys(PHASES, 0.0)
+    summary: dict[str, Any] = {"rank": rank, "steps": 0, "epochs": 0.0, "train_time": 0.0,
+                               "bytes_sent": 0, "final_metrics": {}}
+    for r in records:
+        summary["steps"] = max(summary["steps"], r["step"])
+        summary["epochs"] = max(summary["epochs"], r["epoch"])
+        value = r["value"] if r["value"] is not None else 0.0
+        if r["kind"] == "phase" and r["name"] in phases:
+            phases[r["name"]] += value
+        elif r["kind"] == "train" and r["name"] == "train_time":
+            summary["train_time"] += value
+        elif r["kind"] == "comm" and r["name"] == "bytes_sent":
+            summary["bytes_sent"] += int(value)
+        elif r["kind"] == "val":
+            summary["final_metrics"][r["name"]] = r["value"]
+    summary["phases"] = phases
+    summary["wall_time"] = records[-1]["time"] - records[0]["time"]
+    return summary
+
+
+def ranks_from_events(run_dir: Path, world_size: int) -> list[dict[str, Any]]:
+    return [
+        s for s in (rank_summary_from_events(run_dir, r) for r in range(world_size)) if s
+    ]

@@ -1,0 +1,122 @@
+"""The run summary, ``result.json`` (DESIGN §4): versioned, with migrations for older versions.
+
+Aggregation rules (docs/timing.md explains them to users):
+
+* time-to-target and train/wall times are the **slowest rank's** clocks;
+* per-phase totals are reported per rank and for the slowest rank (by train time);
+* throughput is all ranks' training samples divided by the slowest rank's train time;
+* bytes are summed over ranks (payload bytes handed to collectives).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RESULT_FILE = "result.json"
+
+# version → function upgrading a dict of that version to version+1
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def _max_or_none(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def aggregate_ranks(ranks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run-level numbers from per-rank summaries."""
+    if not ranks:
+        return {"slowest_rank": None, "phases_slowest": {}}
+    slowest = max(ranks, key=lambda r: r.get("train_time", 0.0))
+    train_time = slowest.get("train_time", 0.0)
+    samples = sum(r.get("samples", 0) for r in ranks)
+    reached = all(r.get("goal_reached") for r in ranks)
+    return {
+        "slowest_rank": slowest["rank"],
+        "steps": slowest.get("steps"),
+        "epochs": slowest.get("epochs"),
+        "samples": samples,
+        "train_time": train_time,
+        "wall_time": max(r.get("wall_time", 0.0) for r in ranks),
+        "throughput": samples / train_time if train_time > 0 else None,
+        "phases_slowest": slowest.get("phases", {}),
+        "goal_reached": reached,
+        "time_to_target": _max_or_none([r.get("time_to_target") for r in ranks])
+        if reached else None,
+        "wall_time_to_target": _max_or_none([r.get("wall_time_to_target") for r in ranks])
+        if reached else None,
+        "bytes_sent": sum(r.get("bytes_sent", 0) for r in ranks),
+        "bytes_to_target": sum(r.get("bytes_at_target") or 0 for r in ranks) if reached else None,
+        "stop_reason": slowest.get("stop_reason"),
+        "final_metrics": ranks[0].get("final_metrics", {}),
+    }
+
+
+def build_result(
+    *,
+    run_id: str,
+    task: str,
+    state: str,
+    config: dict[str, Any],
+    official: bool,
+    official_differences: list[str],
+    environment: dict[str, Any],
+    world_size: int,
+    backend: str | None,
+    algorithm: str,
+    goal: dict[str, Any],
+    ranks: list[dict[str, Any]],
+    reason: str | None = None,
+) -> dict[str, Any]:
+    agg = aggregate_ranks(ranks)
+    goal = dict(goal, reached=bool(agg.get("goal_reached")))
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "task": task,
+        "state": state,
+        "reason": reason,
+        "official": official,
+        "official_differences": official_differences,
+        "world_size": world_size,
+        "backend": backend,
+        "algorithm": algorithm,
+        "goal": goal,
+        "summary": {k: v for k, v in agg.items() if k != "goal_reached"},
+        "ranks": ranks,
+        "config": config,
+        "environment": environment,
+    }
+
+
+def write_result(run_dir: Path, result: dict[str, Any]) -> Path:
+    """Atomic write: readers never see a half-written result.json."""
+    path = Path(run_dir) / RESULT_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def migrate(result: dict[str, Any]) -> dict[str, Any]:
+    version = result.get("schema_version")
+    if not isinstance(version, int):
+        raise ValueError("result has no integer schema_version")
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"result schema_version {version} is newer than this mlbench ({SCHEMA_VERSION})"
+        )
+    while version < SCHEMA_VERSION:
+        result = MIGRATIONS[version](result)
+        version = result["schema_version"]
+    return result
+
+
+def load_result(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / RESULT_FILE
+    return migrate(json.loads(path.read_text()))

@@ -1,0 +1,92 @@
+"""Run directories and config resolution, shared by the CLI, the launcher and the worker.
+
+A run directory holds everything a run produced: ``config.json`` (resolved config), ``run.json``
+(launch request), ``rank-<r>.jsonl`` (events), ``rank-<r>.stdout``/``.stderr`` and ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mlbench.config import apply_overrides, from_dict, load_file, to_dict
+from mlbench.errors import ConfigError
+from mlbench.registry import get_task
+from mlbench.tasks.base import RunConfig, Task
+
+CONFIG_FILE = "config.json"
+LAUNCH_FILE = "run.json"
+
+
+def mlbench_home() -> Path:
+    return Path(os.environ.get("MLBENCH_HOME", "~/.mlbench")).expanduser()
+
+
+def default_runs_dir() -> Path:
+    return mlbench_home() / "runs"
+
+
+def new_run_id(task: str) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{task}-{secrets.token_hex(3)}"
+
+
+def create_run_dir(runs_dir: Path, task: str) -> Path:
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for _ in range(10):
+        path = runs_dir / new_run_id(task)
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a fresh run directory in {runs_dir}")
+
+
+def resolve_config(
+    task_name: str,
+    *,
+    config_file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+) -> tuple[Task, RunConfig]:
+    """Task defaults ← config file ← ``--set`` overrides, each strictly type-checked."""
+    task = get_task(task_name)
+    cfg = task.default_config()
+    if config_file is not None:
+        data = load_file(config_file)
+        if data.get("task", task_name) != task_name:
+            raise ConfigError(f"config file {config_file} is for task {data['task']!r}")
+        cfg = from_dict(type(cfg), data, base=cfg)
+    cfg = apply_overrides(cfg, overrides)
+    if cfg.task != task_name:
+        raise ConfigError("task cannot be changed by an override; name it on the command line")
+    return task, cfg
+
+
+def write_config(run_dir: Path, cfg: RunConfig) -> None:
+    (run_dir / CONFIG_FILE).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def load_run_config(run_dir: Path) -> tuple[Task, RunConfig]:
+    path = run_dir / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found (is this a run directory?)") from None
+    task = get_task(data.get("task", ""))
+    return task, from_dict(task.config_cls, data, base=task.default_config())
+
+
+def write_launch(run_dir: Path, info: dict[str, Any]) -> None:
+    (run_dir / LAUNCH_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def read_launch(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / LAUNCH_FILE).read_text())  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return {}

@@ -1,0 +1,1 @@
+"""Benchmark tasks, one module each (see registry.TASKS)."""

@@ -1,0 +1,177 @@
+"""Task 1a: image classification, CIFAR-10 with ResNet-20 (goal: val top-1 ≥ 80 %, light 70 %).
+
+Hyperparameters are the reference's (see ../shared/reference/MLBENCH.md): batch 128 per worker,
+SGD momentum 0.9, weight decay 1e-4, lr 0.02·k with a log2(k)-epoch linear warm-up from 0.02, then
+reduce-on-plateau on validation loss (×0.5, patience 1, abs threshold 0.01, min 0.02), 164 epochs
+max, gradients all-reduced over the flattened model after backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from mlbench.config import param, section
+from mlbench.errors import ConfigError
+from mlbench.tasks.base import AlgorithmConfig, DataConfig, DataInfo, RunConfig, Target, Task, TrainConfig
+from mlbench.tasks.common import SGDConfig, build_sgd, build_sgd_schedule
+
+if TYPE_CHECKING:
+    import torch
+
+    from mlbench.data.loader import BatchLoader
+    from mlbench.dist import DistContext
+    from mlbench.train.schedule import LRSchedule
+
+TRAIN_SIZE, VAL_SIZE = 50000, 10000
+
+
+@dataclass
+class CifarData(DataConfig):
+    dataset: str = param("cifar10", choices=("cifar10",), help="CIFAR-10, official split")
+    batch_size: int = param(128, minimum=1, help="training batch size per worker")
+    val_batch_size: int = param(128, open=True, minimum=1, help="validation batch per worker")
+    augment: bool = param(True, help="pad-4 random crop + horizontal flip on training batches")
+    crop_padding: int = param(4, minimum=0)
+    mean: tuple[float, ...] = param((0.4914, 0.4822, 0.4465), help="normalisation mean (RGB)")
+    std: tuple[float, ...] = param((0.2023, 0.1994, 0.2010), help="normalisation std (RGB)")
+
+
+@dataclass
+class ResNetConfig:
+    depth: int = param(20, choices=(20, 32, 44, 56, 110), help="ResNet v1 depth (6n+2)")
+    shortcut: Literal["A", "B"] = param("B", help="A: zero-pad, B: 1x1 conv projection")
+
+
+@dataclass
+class Cifar10Config(RunConfig):
+    task: str = param("cifar10-resnet20", choices=("cifar10-resnet20",))
+    seed: int = param(42)
+    train: TrainConfig = section(lambda: TrainConfig(max_epochs=164))
+    data: CifarData = section(CifarData)
+    model: ResNetConfig = section(ResNetConfig)
+    optim: SGDConfig = section(
+        lambda: SGDConfig(
+            lr=0.02, lr_scaling="linear", momentum=0.9, weight_decay=1e-4, warmup="log2k",
+            schedule="plateau", plateau_factor=0.5, plateau_patience=1, plateau_threshold=0.01,
+            min_lr=0.02,
+        )
+    )
+    algorithm: AlgorithmConfig = section(lambda: AlgorithmConfig(mode="gradients"))
+
+
+class Cifar10ResNet20(Task):
+    name = "cifar10-resnet20"
+    task_id = "1a"
+    title = "Image classification (CIFAR-10, ResNet-20)"
+    dataset = "CIFAR-10 (50k train / 10k val, 32x32 RGB, 10 classes)"
+    model = "ResNet-20 v1 (0.27M parameters)"
+    target = Target(metric="top1", value=80.0, light_value=70.0, mode="max")
+    config_cls = Cifar10Config
+
+    def _root(self, cfg: RunConfig) -> Path:
+        if not cfg.data.dir:
+            raise ConfigError("data.dir is not set (use --data-dir DIR)")
+        return Path(cfg.data.dir).expanduser()
+
+    def validate(self, cfg: RunConfig, world_size: int) -> None:
+        super().validate(cfg, world_size)
+        assert isinstance(cfg, Cifar10Config)
+        if len(cfg.data.mean) != 3 or len(cfg.data.std) != 3:
+            raise ConfigError("data.mean and data.std need 3 values (R, G, B)")
+
+    def prepare_data(self, cfg: RunConfig) -> DataInfo:
+        from mlbench.data import cifar10
+
+        directory = cifar10.ensure(self._root(cfg), cfg.data.download)
+        train = min(TRAIN_SIZE, cfg.data.train_samples or TRAIN_SIZE)
+        val = min(VAL_SIZE, cfg.data.val_samples or VAL_SIZE)
+        return DataInfo(train, val, f"CIFAR-10 from {directory}")
+
+    def build_data(self, cfg: RunConfig, dist: DistContext) -> tuple[BatchLoader, BatchLoader]:
+        import torch
+
+        from mlbench.data import augment, cifar10
+        from mlbench.data.loader import BatchLoader
+        from mlbench.data.partition import shard_indices
+
+        assert isinstance(cfg, Cifar10Config)
+        d = cfg.data
+        directory = cifar10.find(self._root(cfg))
+        if directory is None:
+            raise ConfigError(f"CIFAR-10 not found under {d.dir}")
+        out = []
+        for split, limit, batch, train in (
+            ("train", d.train_samples, d.batch_size, True),
+            ("test", d.val_samples, d.val_batch_size, False),
+        ):
+            x, y = cifar10.load_split(directory, split)
+            if limit is not None:
+                x, y = x[:limit], y[:limit]
+            idx = shard_indices(len(x), dist.rank, dist.world_size, seed=cfg.seed, equal=train)
+            xs, ys = torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
+
+            def transform(
+                xb: torch.Tensor, gen: torch.Generator, train: bool = train
+            ) -> torch.Tensor:
+                if train and d.augment:
+                    xb = augment.random_crop_flip(xb, gen, d.crop_padding)
+                return augment.normalize(xb, d.mean, d.std)
+
+            out.append(
+                BatchLoader(
+                    xs, ys, batch, shuffle=train, drop_last=train,
+                    seed=cfg.seed * 1000 + dist.rank, device=dist.device, transform=transform,
+                )
+            )
+        return out[0], out[1]
+
+    def build_model(self, cfg: RunConfig) -> torch.nn.Module:
+        from mlbench.models.resnet import CifarResNet
+
+        assert isinstance(cfg, Cifar10Config)
+        return CifarResNet(cfg.model.depth, 10, cfg.model.shortcut)
+
+    def build_optimizer(
+        self, cfg: RunConfig, model: torch.nn.Module, world_size: int
+    ) -> torch.optim.Optimizer:
+        assert isinstance(cfg, Cifar10Config)
+        return build_sgd(cfg.optim, model, world_size)
+
+    def build_schedule(
+        self, cfg: RunConfig, optimizer: torch.optim.Optimizer, world_size: int, steps_per_epoch: int
+    ) -> LRSchedule:
+        assert isinstance(cfg, Cifar10Config)
+        return build_sgd_schedule(cfg.optim, optimizer, world_size, steps_per_epoch)
+
+    def loss(
+        self, output: torch.Tensor, batch: tuple[torch.Tensor, ...], model: torch.nn.Module
+    ) -> torch.Tensor:
+        import torch
+
+        return torch.nn.functional.cross_entropy(output, batch[1])
+
+    def evaluate(
+        self, model: torch.nn.Module, val: BatchLoader, dist: DistContext
+    ) -> dict[str, float]:
+        import torch
+
+        from mlbench.metrics.classification import global_sums, topk_correct
+
+        sums = [0.0, 0.0, 0.0, 0.0]  # loss·n, top1 hits, top5 hits, n
+        with torch.no_grad():
+            for x, y in val:
+                logits = model(x)
+                loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+                top1, top5 = topk_correct(logits, y, (1, 5))
+                for i, v in enumerate((float(loss), top1, top5, len(y))):
+                    sums[i] += v
+        loss_sum, top1_sum, top5_sum, n = global_sums(sums, dist)
+        n = max(n, 1.0)
+        return {
+            "loss": loss_sum / n,
+            "top1": 100.0 * top1_sum / n,
+            "top5": 100.0 * top5_sum / n,
+            "samples": n,
+        }

@@ -1,0 +1,71 @@
+"""Config sections and builders shared by tasks that train with SGD + plateau schedules."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from mlbench.config import param
+
+if TYPE_CHECKING:
+    import torch
+
+    from mlbench.train.schedule import LRSchedule
+
+
+@dataclass
+class SGDConfig:
+    """SGD with the reference lr scaling, warm-up and reduce-on-plateau schedule."""
+
+    lr: float = param(0.1, minimum=0, help="base learning rate (for one worker)")
+    lr_scaling: Literal["linear", "sqrt", "none"] = param(
+        "linear", help="how the lr grows with k workers"
+    )
+    lr_scaling_cap: int | None = param(None, minimum=1, help="k is capped at this for scaling")
+    momentum: float = param(0.0, minimum=0, maximum=1)
+    nesterov: bool = param(False)
+    weight_decay: float = param(0.0, minimum=0)
+    warmup: Literal["none", "log2k", "epochs"] = param(
+        "none", help="linear warm-up from lr to the scaled lr over log2(k) or warmup_epochs epochs"
+    )
+    warmup_epochs: float = param(0.0, minimum=0, help="used when warmup = 'epochs'")
+    schedule: Literal["plateau", "none"] = param("plateau", help="reduce-on-plateau on val loss")
+    plateau_factor: float = param(0.5, minimum=0, maximum=1)
+    plateau_patience: int = param(1, minimum=0)
+    plateau_threshold: float = param(0.01, minimum=0, help="absolute improvement threshold")
+    min_lr: float = param(0.0, minimum=0)
+
+
+def build_sgd(cfg: SGDConfig, model: torch.nn.Module, world_size: int) -> torch.optim.Optimizer:
+    import torch
+
+    from mlbench.train.schedule import scaled_lr
+
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=scaled_lr(cfg.lr, world_size, cfg.lr_scaling, cfg.lr_scaling_cap),
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def build_sgd_schedule(
+    cfg: SGDConfig, optimizer: torch.optim.Optimizer, world_size: int, steps_per_epoch: int
+) -> LRSchedule:
+    from mlbench.train.schedule import LRSchedule, scaled_lr, warmup_epochs
+
+    peak = scaled_lr(cfg.lr, world_size, cfg.lr_scaling, cfg.lr_scaling_cap)
+    epochs = warmup_epochs(cfg.warmup, cfg.warmup_epochs, world_size)
+    return LRSchedule(
+        optimizer,
+        start_lr=cfg.lr,
+        peak_lr=peak,
+        warmup_steps=math.ceil(epochs * steps_per_epoch),
+        plateau=cfg.schedule == "plateau",
+        factor=cfg.plateau_factor,
+        patience=cfg.plateau_patience,
+        threshold=cfg.plateau_threshold,
+        min_lr=cfg.min_lr,
+    )

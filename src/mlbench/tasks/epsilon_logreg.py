@@ -1,0 +1,184 @@
+"""Task 2a: linear learning, epsilon with L2-regularised logistic regression (goal 89 %, light 80 %).
+
+Reference hyperparameters: batch 100 per worker, plain SGD (no momentum, no weight decay — the L2
+term is in the loss: BCE + (l2/2)·‖w‖², l2 = 2.5e-6), lr 4·min(16, k), reduce-on-plateau on val
+loss (×0.75, patience 0, abs threshold 0.01, min 4), 20 epochs max, and *model averaging after the
+local step* (weights all-reduced, averaged once at start). Any LIBSVM binary dataset can be
+selected with ``data.dataset`` (e.g. a9a); such a run is non-official.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlbench.config import param, section
+from mlbench.errors import ConfigError, DataError
+from mlbench.tasks.base import AlgorithmConfig, DataConfig, DataInfo, RunConfig, Target, Task, TrainConfig
+from mlbench.tasks.common import SGDConfig, build_sgd, build_sgd_schedule
+
+if TYPE_CHECKING:
+    import torch
+
+    from mlbench.data.loader import BatchLoader
+    from mlbench.dist import DistContext
+    from mlbench.train.schedule import LRSchedule
+
+OFFICIAL_SIZES = {"epsilon": (400000, 100000)}
+
+
+@dataclass
+class LibsvmData(DataConfig):
+    dataset: str = param("epsilon", help="LIBSVM binary dataset: epsilon (official), a9a, w8a, ...")
+    batch_size: int = param(100, minimum=1, help="training batch size per worker")
+    val_batch_size: int = param(1000, open=True, minimum=1, help="validation batch per worker")
+
+
+@dataclass
+class LogRegConfig:
+    l2: float = param(2.5e-6, minimum=0, help="L2 coefficient: loss += (l2/2)·‖w‖²")
+
+
+@dataclass
+class EpsilonConfig(RunConfig):
+    task: str = param("epsilon-logreg", choices=("epsilon-logreg",))
+    seed: int = param(42)
+    train: TrainConfig = section(lambda: TrainConfig(max_epochs=20, control_every_steps=25))
+    data: LibsvmData = section(LibsvmData)
+    model: LogRegConfig = section(LogRegConfig)
+    optim: SGDConfig = section(
+        lambda: SGDConfig(
+            lr=4.0, lr_scaling="linear", lr_scaling_cap=16, momentum=0.0, weight_decay=0.0,
+            warmup="none", schedule="plateau", plateau_factor=0.75, plateau_patience=0,
+            plateau_threshold=0.01, min_lr=4.0,
+        )
+    )
+    algorithm: AlgorithmConfig = section(lambda: AlgorithmConfig(mode="weights"))
+
+
+class EpsilonLogReg(Task):
+    name = "epsilon-logreg"
+    task_id = "2a"
+    title = "Linear learning (epsilon, L2-regularised logistic regression)"
+    dataset = "epsilon (LIBSVM; 400k train / 100k test, 2000 dense features); any LIBSVM binary set"
+    model = "logistic regression, no bias"
+    target = Target(metric="accuracy", value=89.0, light_value=80.0, mode="max")
+    config_cls = EpsilonConfig
+
+    def _root(self, cfg: RunConfig) -> Path:
+        if not cfg.data.dir:
+            raise ConfigError("data.dir is not set (use --data-dir DIR)")
+        return Path(cfg.data.dir).expanduser()
+
+    def prepare_data(self, cfg: RunConfig) -> DataInfo:
+        from mlbench.data import libsvm
+
+        train_path, test_path = libsvm.locate(self._root(cfg), cfg.data.dataset)
+        n_train, n_val = libsvm.count_rows(train_path), libsvm.count_rows(test_path)
+        if n_train == 0 or n_val == 0:
+            raise DataError(f"LIBSVM files {train_path} / {test_path} hold no examples")
+        n_train = min(n_train, cfg.data.train_samples or n_train)
+        n_val = min(n_val, cfg.data.val_samples or n_val)
+        return DataInfo(n_train, n_val, f"{cfg.data.dataset} from {train_path.parent}")
+
+    def official_data_issues(self, cfg: RunConfig, info: DataInfo) -> list[str]:
+        expected = OFFICIAL_SIZES.get(cfg.data.dataset)
+        if expected and (info.train_size, info.val_size) != expected:
+            return [
+                f"{cfg.data.dataset} has {info.train_size}/{info.val_size} train/val rows, "
+                f"the spec's has {expected[0]}/{expected[1]}"
+            ]
+        return []
+
+    def build_data(self, cfg: RunConfig, dist: DistContext) -> tuple[BatchLoader, BatchLoader]:
+        import torch
+
+        from mlbench.data import libsvm
+        from mlbench.data.loader import BatchLoader
+        from mlbench.data.partition import shard_indices
+
+        assert isinstance(cfg, EpsilonConfig)
+        d = cfg.data
+        self.l2 = cfg.model.l2
+        (x_train, y_train), (x_val, y_val) = libsvm.load_pair(self._root(cfg), d.dataset)
+        self.n_features = x_train.shape[1]
+        loaders = []
+        for x, y, limit, batch, train in (
+            (x_train, y_train, d.train_samples, d.batch_size, True),
+            (x_val, y_val, d.val_samples, d.val_batch_size, False),
+        ):
+            if limit is not None:
+                x, y = x[:limit], y[:limit]
+            idx = shard_indices(len(x), dist.rank, dist.world_size, seed=cfg.seed, equal=train)
+            loaders.append(
+                BatchLoader(
+                    torch.from_numpy(x[idx]), torch.from_numpy(y[idx]), batch,
+                    shuffle=train, drop_last=train, seed=cfg.seed * 1000 + dist.rank,
+                    device=dist.device,
+                )
+            )
+        return loaders[0], loaders[1]
+
+    def build_model(self, cfg: RunConfig) -> torch.nn.Module:
+        """Needs ``build_data`` first: the feature count comes from the data files."""
+        from mlbench.models.linear import LogisticRegression
+
+        n = getattr(self, "n_features", None)
+        if n is None:
+            raise RuntimeError("build_data must run before build_model (feature count)")
+        return LogisticRegression(n)
+
+    def build_optimizer(
+        self, cfg: RunConfig, model: torch.nn.Module, world_size: int
+    ) -> torch.optim.Optimizer:
+        assert isinstance(cfg, EpsilonConfig)
+        return build_sgd(cfg.optim, model, world_size)
+
+    def build_schedule(
+        self, cfg: RunConfig, optimizer: torch.optim.Optimizer, world_size: int, steps_per_epoch: int
+    ) -> LRSchedule:
+        assert isinstance(cfg, EpsilonConfig)
+        return build_sgd_schedule(cfg.optim, optimizer, world_size, steps_per_epoch)
+
+    @staticmethod
+    def _l2_term(cfg_l2: float, model: torch.nn.Module) -> torch.Tensor:
+        w = next(iter(model.parameters()))
+        return 0.5 * cfg_l2 * (w * w).sum()
+
+    def loss(
+        self, output: torch.Tensor, batch: tuple[torch.Tensor, ...], model: torch.nn.Module
+    ) -> torch.Tensor:
+        import torch
+
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(output, batch[1])
+        return bce + self._l2_term(self.l2, model)
+
+    def evaluate(
+        self, model: torch.nn.Module, val: BatchLoader, dist: DistContext
+    ) -> dict[str, float]:
+        import torch
+
+        from mlbench.metrics.classification import binary_counts, f1_from_counts, global_sums
+
+        sums = [0.0] * 5  # bce·n, tp, fp, fn, correct ; n = correct + fp + fn
+        n = 0.0
+        with torch.no_grad():
+            for x, y in val:
+                logits = model(x)
+                bce = torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits, y, reduction="sum"
+                )
+                tp, fp, fn, correct = binary_counts(logits, y)
+                for i, v in enumerate((float(bce), tp, fp, fn, correct)):
+                    sums[i] += v
+                n += len(y)
+            reg = float(self._l2_term(self.l2, model))
+        bce_sum, tp_s, fp_s, fn_s, correct_s, n = global_sums([*sums, n], dist)
+        n = max(n, 1.0)
+        return {
+            "loss": bce_sum / n + reg,
+            "accuracy": 100.0 * correct_s / n,
+            "f1": 100.0 * f1_from_counts(tp_s, fp_s, fn_s),
+            "samples": n,
+        }

@@ -1,0 +1,1 @@
+"""Event records, their sinks, and the environment record."""

@@ -1,0 +1,104 @@
+"""Append-only event records (DESIGN §4): one JSON object per line, one file per rank.
+
+The file is the durable source of truth: it is written before anything else looks at an event
+(progress display, uploads, summaries), line-buffered so a crash loses at most the line being
+written, and readers tolerate a torn last line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+KINDS = frozenset({"train", "val", "phase", "resource", "comm", "event"})
+
+
+def events_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / f"rank-{rank}.jsonl"
+
+
+def make_record(
+    run_id: str, rank: int, seq: int, kind: str, name: str, value: float,
+    *, step: int, epoch: float, unit: str | None = None, when: float | None = None,
+) -> dict[str, Any]:
+    """Build a validated record; kind and rank are fields, never encoded in ``name``."""
+    if kind not in KINDS:
+        raise ValueError(f"event kind {kind!r} is not one of {sorted(KINDS)}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"event value for {name!r} must be a number, got {value!r}")
+    record: dict[str, Any] = {
+        "run_id": run_id,
+        "rank": rank,
+        "seq": seq,
+        "time": time.time() if when is None else when,
+        "step": step,
+        "epoch": epoch,
+        "kind": kind,
+        "name": name,
+        "value": value,
+    }
+    if not math.isfinite(value):
+        # JSON has no NaN/inf; keep the record (a diverging loss is important) and say what it was.
+        record["value"] = None
+        record["nonfinite"] = str(value)
+    if unit is not None:
+        record["unit"] = unit
+    return record
+
+
+class EventWriter:
+    """Writes one rank's records; ``seq`` is dense from 0, which makes uploads idempotent."""
+
+    def __init__(self, path: Path, run_id: str, rank: int) -> None:
+        self.path = Path(path)
+        self.run_id = run_id
+        self.rank = rank
+        self.seq = sum(1 for _ in read_events(self.path)) if self.path.exists() else 0
+        self._fh: TextIO | None = open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+
+    def emit(
+        self, kind: str, name: str, value: float, *, step: int, epoch: float,
+        unit: str | None = None,
+    ) -> dict[str, Any]:
+        record = make_record(
+            self.run_id, self.rank, self.seq, kind, name, value, step=step, epoch=epoch, unit=unit
+        )
+        assert self._fh is not None, "emit after close"
+        self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self.seq += 1
+        return record
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def read_events(path: Path, offset: int = 0) -> list[dict[str, Any]]:
+    """All complete records in ``path`` from byte ``offset``; a torn last line is ignored."""
+    records, _ = read_new_events(path, offset)
+    return records
+
+
+def read_new_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Complete records after ``offset`` and the offset to resume from (for tailing a live file)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    records = []
+    for line in data[: end + 1].splitlines():
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a crash mid-write, followed by later records
+    return records, offset + end + 1

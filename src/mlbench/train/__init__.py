@@ -1,0 +1,1 @@
+"""The one training loop, its timer and learning-rate schedules."""

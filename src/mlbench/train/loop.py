@@ -1,0 +1,260 @@
+"""The one training loop every task and algorithm runs through.
+
+Per step, each phase is timed by the loop's own :class:`PhaseTimer`::
+
+    data → forward (incl. loss) → backward (incl. zero_grad) → communication → optimizer
+         → communication (post-step hook)
+
+Evaluation runs between steps (``eval`` phase, outside train time). The loop never branches on
+world size and never holds a hyperparameter: those come from the task's config. Stopping rules
+that depend on a rank-local clock (the time limit) are agreed on by a tiny max-all-reduce so all
+ranks stop at the same step; the others (max steps/epochs, goal on all-reduced metrics) are
+identical on every rank by construction.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlbench.dist import DistContext
+from mlbench.registry import get_algorithm
+from mlbench.tasks.base import RunConfig, Task
+from mlbench.telemetry.events import EventWriter
+from mlbench.train.timer import STEP_PHASES, PhaseTimer
+
+
+@dataclass
+class RankSummary:
+    """What one rank measured; rank 0 gathers these into result.json."""
+
+    rank: int
+    steps: int = 0
+    epochs: float = 0.0
+    samples: int = 0
+    train_time: float = 0.0
+    wall_time: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    goal_reached: bool = False
+    time_to_target: float | None = None
+    wall_time_to_target: float | None = None
+    step_at_target: int | None = None
+    bytes_sent: int = 0
+    bytes_at_target: int | None = None
+    collectives: int = 0
+    stop_reason: str = ""
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    evals: int = 0
+    lr: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class _Trainer:
+    def __init__(
+        self, task: Task, cfg: RunConfig, dist: DistContext, events: EventWriter, run_dir: Path
+    ) -> None:
+        self.task, self.cfg, self.dist, self.events = task, cfg, dist, events
+        self.run_dir = run_dir
+        self.timer = PhaseTimer(dist.synchronize if dist.device.type == "cuda" else None)
+        self.summary = RankSummary(rank=dist.rank)
+        self.step = 0
+        self.epoch = 0.0
+        self._window_loss = torch.zeros((), dtype=torch.float64)
+        self._window_steps = 0
+        self._window_samples = 0
+        self._window_bytes = 0
+        self._last_eval_step = -1
+
+    # ------------------------------------------------------------------ events
+    def emit(self, kind: str, name: str, value: float, unit: str | None = None) -> None:
+        self.events.emit(kind, name, value, step=self.step, epoch=round(self.epoch, 6), unit=unit)
+
+    def _flush_window(self) -> None:
+        if self._window_steps == 0:
+            return
+        phases, step_time = self.timer.take_window()
+        self.emit("train", "loss", float(self._window_loss) / self._window_steps)
+        self.emit("train", "lr", self.schedule.lr)
+        self.emit("train", "train_time", step_time, "s")
+        self.emit("train", "throughput", self._window_samples / max(step_time, 1e-12), "samples/s")
+        for name in STEP_PHASES:
+            self.emit("phase", name, phases[name], "s")
+        self.emit("comm", "bytes_sent", float(self._window_bytes), "B")
+        self._window_loss.zero_()
+        self._window_steps = self._window_samples = self._window_bytes = 0
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> RankSummary:
+        cfg, dist, task, timer = self.cfg, self.dist, self.task, self.timer
+        seed_everything(cfg.seed)
+        train_data, self.val_data = task.build_data(cfg, dist)
+        self.model = task.build_model(cfg).to(dist.device)
+        self.optimizer = task.build_optimizer(cfg, self.model, dist.world_size)
+        steps_per_epoch = len(train_data)
+        if steps_per_epoch == 0:
+            raise ValueError("this rank's training shard is smaller than one batch")
+        self.schedule = task.build_schedule(cfg, self.optimizer, dist.world_size, steps_per_epoch)
+        self.algorithm = get_algorithm(cfg.algorithm.name)(cfg.algorithm, dist)
+        self.algorithm.setup(self.model)
+        setup_bytes = self.algorithm.bytes_sent
+
+        tc = cfg.train
+        planned = steps_per_epoch * tc.max_epochs
+        if tc.max_steps is not None:
+            planned = min(planned, tc.max_steps)
+        self.emit("event", "steps_per_epoch", steps_per_epoch)
+        self.emit("event", "planned_steps", planned)
+        self.emit("event", "start", 0)
+
+        self.wall_start = time.perf_counter()
+        stop: str | None = None
+        epoch_index = 0
+        self.model.train()
+        while stop is None:
+            batches = iter(train_data)
+            for i in range(steps_per_epoch):
+                self._train_step(batches, steps_per_epoch, epoch_index, i)
+                stop = self._after_step(steps_per_epoch, epoch_index, i)
+                if stop is not None:
+                    break
+            epoch_index += 1
+            if stop is None and epoch_index >= tc.max_epochs:
+                stop = "max_epochs"
+        self._flush_window()
+        if self._last_eval_step != self.step:
+            self._evaluate()  # final metrics always describe the final model
+        s = self.summary
+        s.steps, s.epochs, s.stop_reason = self.step, self.epoch, stop
+        s.train_time = timer.train_time
+        s.wall_time = time.perf_counter() - self.wall_start
+        s.phases = dict(timer.totals)
+        s.bytes_sent = self.algorithm.bytes_sent - setup_bytes
+        s.collectives = self.algorithm.collectives
+        s.lr = self.schedule.lr
+        self.emit("event", "end", 1)
+        return s
+
+    def _train_step(self, batches: Any, steps_per_epoch: int, epoch_index: int, i: int) -> None:
+        timer, model = self.timer, self.model
+        timer.step_start()
+        with timer.phase("data"):
+            batch = next(batches)
+        self.schedule.on_step(self.step)
+        with timer.phase("forward"):
+            output = model(batch[0])
+            loss = self.task.loss(output, batch, model)
+        with timer.phase("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        bytes_before = self.algorithm.bytes_sent
+        with timer.phase("communication"):
+            self.algorithm.reduce_gradients(model)
+        with timer.phase("optimizer"):
+            self.optimizer.step()
+        with timer.phase("communication"):
+            self.algorithm.after_step(model)
+        timer.step_end()
+        self._window_loss += loss.detach().to("cpu", torch.float64)
+        self._window_bytes += self.algorithm.bytes_sent - bytes_before
+        self._window_steps += 1
+        n = len(batch[1])
+        self._window_samples += n
+        self.summary.samples += n
+        self.step += 1
+        self.epoch = epoch_index + (i + 1) / steps_per_epoch
+
+    def _after_step(self, steps_per_epoch: int, epoch_index: int, i: int) -> str | None:
+        tc = self.cfg.train
+        if self.step % tc.log_every_steps == 0:
+            self._flush_window()
+        end_of_epoch = i + 1 == steps_per_epoch
+        if end_of_epoch:
+            self._flush_window()
+            self.emit("event", "epoch_end", epoch_index + 1)
+        due = (tc.eval_every_steps is not None and self.step % tc.eval_every_steps == 0) or (
+            end_of_epoch and (epoch_index + 1) % tc.eval_every_epochs == 0
+        )
+        if due:
+            self._flush_window()
+            if self._evaluate() and tc.stop_at_goal:
+                return "goal_reached"
+        if tc.max_steps is not None and self.step >= tc.max_steps:
+            return "max_steps"
+        if (
+            tc.time_limit is not None
+            and (self.step % tc.control_every_steps == 0 or due or end_of_epoch)
+            and self._time_is_up(tc.time_limit)
+        ):
+            return "time_limit"
+        if tc.checkpoint_every_epochs and end_of_epoch and (
+            (epoch_index + 1) % tc.checkpoint_every_epochs == 0
+        ):
+            self._checkpoint()
+        return None
+
+    def _time_is_up(self, limit: float) -> bool:
+        """All ranks agree: stop when the slowest-clock rank has passed the limit."""
+        elapsed = time.perf_counter() - self.wall_start
+        flag = torch.tensor([1.0 if elapsed >= limit else 0.0], device=self.dist.device)
+        with self.timer.phase("communication"):
+            self.dist.all_reduce_max(flag)
+        return bool(flag.item() > 0)
+
+    def _evaluate(self) -> bool:
+        """Run validation; returns True when the goal is reached for the first time now."""
+        self.model.eval()
+        eval_start = time.perf_counter()
+        with self.timer.phase("eval"):
+            metrics = self.task.evaluate(self.model, self.val_data, self.dist)
+        self.model.train()
+        self._last_eval_step = self.step
+        self.summary.evals += 1
+        self.summary.final_metrics = metrics
+        self.emit("phase", "eval", time.perf_counter() - eval_start, "s")
+        for name, value in metrics.items():
+            self.emit("val", name, value)
+        self.schedule.on_eval(metrics["loss"], self.step)
+        target = self.task.target
+        s = self.summary
+        if not s.goal_reached and target.reached(metrics[target.metric], self.cfg.goal):
+            s.goal_reached = True
+            s.time_to_target = self.timer.train_time
+            s.wall_time_to_target = time.perf_counter() - self.wall_start
+            s.step_at_target = self.step
+            s.bytes_at_target = self.algorithm.bytes_sent
+            self.emit("event", "goal_reached", metrics[target.metric])
+            return True
+        return False
+
+    def _checkpoint(self) -> None:
+        start = time.perf_counter()
+        with self.timer.phase("checkpoint"):
+            if self.dist.is_main:
+                state = {
+                    "step": self.step,
+                    "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "config": asdict(self.cfg),
+                }
+                tmp = self.run_dir / "checkpoint.pt.tmp"
+                torch.save(state, tmp)
+                tmp.replace(self.run_dir / "checkpoint.pt")
+        self.emit("phase", "checkpoint", time.perf_counter() - start, "s")
+
+
+def train(
+    task: Task, cfg: RunConfig, dist: DistContext, events: EventWriter, run_dir: Path
+) -> RankSummary:
+    """Train ``task`` on this rank until a stop rule fires; returns this rank's measurements."""
+    return _Trainer(task, cfg, dist, events, run_dir).run()
