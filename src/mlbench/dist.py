@@ -90,5 +90,8 @@ def init_from_env(backend: str = "auto", timeout_s: float = 300.0) -> DistContex
 
 
 def shutdown() -> None:
+    """Leave the group together (a barrier), then destroy it."""
     if dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()

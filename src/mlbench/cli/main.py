@@ -43,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["worker"]:
+        from mlbench.launch.worker import exit_now
         from mlbench.launch.worker import main as worker_main
 
-        return worker_main(argv[1:])
+        exit_now(worker_main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -83,7 +83,8 @@ class RunProgress:
             if new_val or now - self._last_print > 30:
                 self._last_print = now
                 elapsed = now - self.started
-                print(f"[{elapsed:7.1f}s] step {self.step}  {self._info()}", flush=True)
+                line = f"[{elapsed:7.1f}s] step {self.step}  {self._info()}"
+                print(line, file=self.console.file, flush=True)
 
 
 def _fmt_s(value: float | None) -> str:

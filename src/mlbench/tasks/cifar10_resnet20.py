@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from mlbench.dist import DistContext
     from mlbench.train.schedule import LRSchedule
 
-TRAIN_SIZE, VAL_SIZE = 50000, 10000
-
-
 @dataclass
 class CifarData(DataConfig):
     dataset: str = param("cifar10", choices=("cifar10",), help="CIFAR-10, official split")
@@ -84,10 +81,19 @@ class Cifar10ResNet20(Task):
     def prepare_data(self, cfg: RunConfig) -> DataInfo:
         from mlbench.data import cifar10
 
-        directory = cifar10.ensure(self._root(cfg), cfg.data.download)
-        train = min(TRAIN_SIZE, cfg.data.train_samples or TRAIN_SIZE)
-        val = min(VAL_SIZE, cfg.data.val_samples or VAL_SIZE)
+        directory, (n_train, n_val) = cifar10.ensure(self._root(cfg), cfg.data.download)
+        self._found_sizes = (n_train, n_val)
+        train = min(n_train, cfg.data.train_samples or n_train)
+        val = min(n_val, cfg.data.val_samples or n_val)
         return DataInfo(train, val, f"CIFAR-10 from {directory}")
+
+    def official_data_issues(self, cfg: RunConfig, info: DataInfo) -> list[str]:
+        from mlbench.data.cifar10 import OFFICIAL_SIZES
+
+        found = getattr(self, "_found_sizes", OFFICIAL_SIZES)
+        if found != OFFICIAL_SIZES:
+            return [f"CIFAR-10 files hold {found[0]}/{found[1]} train/val images, not 50000/10000"]
+        return []
 
     def build_data(self, cfg: RunConfig, dist: DistContext) -> tuple[BatchLoader, BatchLoader]:
         import torch

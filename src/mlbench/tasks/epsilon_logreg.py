@@ -78,15 +78,17 @@ class EpsilonLogReg(Task):
         n_train, n_val = libsvm.count_rows(train_path), libsvm.count_rows(test_path)
         if n_train == 0 or n_val == 0:
             raise DataError(f"LIBSVM files {train_path} / {test_path} hold no examples")
+        self._found_sizes = (n_train, n_val)
         n_train = min(n_train, cfg.data.train_samples or n_train)
         n_val = min(n_val, cfg.data.val_samples or n_val)
         return DataInfo(n_train, n_val, f"{cfg.data.dataset} from {train_path.parent}")
 
     def official_data_issues(self, cfg: RunConfig, info: DataInfo) -> list[str]:
         expected = OFFICIAL_SIZES.get(cfg.data.dataset)
-        if expected and (info.train_size, info.val_size) != expected:
+        found = getattr(self, "_found_sizes", expected)
+        if expected and found != expected:
             return [
-                f"{cfg.data.dataset} has {info.train_size}/{info.val_size} train/val rows, "
+                f"{cfg.data.dataset} files hold {found[0]}/{found[1]} train/val rows, "
                 f"the spec's has {expected[0]}/{expected[1]}"
             ]
         return []

@@ -1,0 +1,43 @@
+"""Shared fixtures: the real datasets, materialised once per session in their official layouts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """Where ../shared/data lives: $MLBENCH_SHARED_DATA, beside the checkout, or /work/shared."""
+    candidates = [
+        os.environ.get("MLBENCH_SHARED_DATA"),
+        REPO.parent / "shared" / "data",
+        "/work/shared/data",
+    ]
+    for cand in candidates:
+        if cand and (Path(cand) / "materialize.py").is_file():
+            return Path(cand)
+    raise RuntimeError(
+        "real datasets not found: set MLBENCH_SHARED_DATA to the folder holding materialize.py"
+    )
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """DEST of ``materialize.py``: DEST/cifar10/cifar-10-batches-py, DEST/libsvm/a9a, ..."""
+    dest = Path(os.environ.get("MLBENCH_TEST_DATA", REPO / ".data"))
+    marker = dest / ".materialized"
+    if not marker.exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, str(shared_data_dir() / "materialize.py"), str(dest),
+             "--only", "cifar10,libsvm"],
+            check=True, capture_output=True,
+        )
+        marker.write_text("ok\n")
+    return dest
