@@ -35,9 +35,15 @@ def real_data() -> Path:
     if not marker.exists():
         dest.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, str(shared_data_dir() / "materialize.py"), str(dest),
-             "--only", "cifar10,libsvm"],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                str(shared_data_dir() / "materialize.py"),
+                str(dest),
+                "--only",
+                "cifar10,libsvm",
+            ],
+            check=True,
+            capture_output=True,
         )
         marker.write_text("ok\n")
     return dest

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -190,6 +191,8 @@ def _check_range(value: Any, f: dataclasses.Field[Any], key: str) -> None:
     for v in values:
         if not isinstance(v, int | float) or isinstance(v, bool):
             continue
+        if not math.isfinite(v):
+            raise ConfigError(f"{key}: {v!r} is not a finite number")
         if meta.get("minimum") is not None and v < meta["minimum"]:
             raise ConfigError(f"{key}: {v!r} is below the minimum {meta['minimum']!r}")
         if meta.get("maximum") is not None and v > meta["maximum"]:
@@ -264,9 +267,7 @@ def _resolve_field(cfg: Any, dotted: str) -> tuple[Any, dataclasses.Field[Any], 
         fields = {f.name: f for f in dataclasses.fields(obj)}
         here = ".".join(parts[:depth])
         if part not in fields:
-            valid = ", ".join(
-                (here + "." if here else "") + n for n in sorted(fields)
-            )
+            valid = ", ".join((here + "." if here else "") + n for n in sorted(fields))
             raise ConfigError(f"unknown config key {dotted!r}; valid keys here: {valid}")
         value = getattr(obj, part)
         if depth == len(parts) - 1:
@@ -274,7 +275,9 @@ def _resolve_field(cfg: Any, dotted: str) -> tuple[Any, dataclasses.Field[Any], 
                 raise ConfigError(f"{dotted!r} is a section; set one of its keys, e.g. {dotted}.x")
             return obj, fields[part], _hints(type(obj))[part]
         if not dataclasses.is_dataclass(value):
-            raise ConfigError(f"unknown config key {dotted!r}: {here or part!r} has no sub-keys")
+            raise ConfigError(
+                f"unknown config key {dotted!r}: {'.'.join(parts[: depth + 1])!r} has no sub-keys"
+            )
         obj = value
     raise AssertionError("unreachable")  # pragma: no cover
 

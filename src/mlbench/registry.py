@@ -28,7 +28,7 @@ ALGORITHMS: dict[str, str] = {
 
 def _load(target: str) -> type:
     module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), attr)
 
 
 def task_names() -> list[str]:
@@ -38,7 +38,7 @@ def task_names() -> list[str]:
 def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
-    return _load(TASKS[name])()  # type: ignore[no-any-return]
+    return _load(TASKS[name])()
 
 
 def algorithm_names() -> list[str]:

@@ -87,6 +87,6 @@ def write_launch(run_dir: Path, info: dict[str, Any]) -> None:
 
 def read_launch(run_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads((run_dir / LAUNCH_FILE).read_text())  # type: ignore[no-any-return]
+        return json.loads((run_dir / LAUNCH_FILE).read_text())
     except FileNotFoundError:
         return {}

@@ -23,8 +23,10 @@ def _model() -> torch.nn.Module:
 def _batches(world_size: int, per_rank: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(123)
     return [
-        (torch.randn(world_size * per_rank, 3, 8, 8, generator=g),
-         torch.randint(0, 5, (world_size * per_rank,), generator=g))
+        (
+            torch.randn(world_size * per_rank, 3, 8, 8, generator=g),
+            torch.randint(0, 5, (world_size * per_rank,), generator=g),
+        )
         for _ in range(STEPS)
     ]
 
@@ -45,7 +47,9 @@ def _gradient_rank(ctx: DistContext, per_rank: int, bucket_mb: float) -> list[to
     algo.setup(model)
     for x, y in _batches(ctx.world_size, per_rank):
         lo = ctx.rank * per_rank
-        loss = torch.nn.functional.cross_entropy(model(x[lo : lo + per_rank]), y[lo : lo + per_rank])
+        loss = torch.nn.functional.cross_entropy(
+            model(x[lo : lo + per_rank]), y[lo : lo + per_rank]
+        )
         opt.zero_grad()
         loss.backward()
         algo.reduce_gradients(model)

@@ -27,7 +27,11 @@ def mlbench(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mlbench.cli.main", *args],
-        env=cli_env(home, **env), capture_output=True, text=True, timeout=timeout, check=False,
+        env=cli_env(home, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 

@@ -19,8 +19,10 @@ from .helpers import mlbench
         (["run", "epsilon-logreg", "--workers", "0"], "--workers must be at least 1"),
         (["run", "epsilon-logreg", "--data-dir", "/nonexistent/dir"], "does not exist"),
         (["run", "epsilon-logreg", "--algorithm", "nope"], "unknown algorithm 'nope'"),
-        (["run", "epsilon-logreg", "--algorithm", "tests.e2e.faulty:NotAnAlgorithm"],
-         "is not a subclass"),
+        (
+            ["run", "epsilon-logreg", "--algorithm", "tests.e2e.faulty:NotAnAlgorithm"],
+            "is not a subclass",
+        ),
         (["run", "cifar10-resnet20", "--set", "model.depth=21"], "model.depth: 21 is not one of"),
         (["run", "epsilon-logreg", "--config", "/nonexistent.toml"], "cannot read config file"),
         (["tasks", "--show", "nope"], "unknown task"),
@@ -39,12 +41,22 @@ def test_missing_dataset_files(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = mlbench(
-        "run", "epsilon-logreg", "--data-dir", str(empty), "--set", "data.dataset=a9a",
+        "run",
+        "epsilon-logreg",
+        "--data-dir",
+        str(empty),
+        "--set",
+        "data.dataset=a9a",
         home=tmp_path,
     )
     assert proc.returncode == 2 and "LIBSVM file a9a[.bz2]" in proc.stderr
     proc = mlbench(
-        "run", "cifar10-resnet20", "--data-dir", str(empty), "--set", "data.download=false",
+        "run",
+        "cifar10-resnet20",
+        "--data-dir",
+        str(empty),
+        "--set",
+        "data.download=false",
         home=tmp_path,
     )
     assert proc.returncode == 2 and "CIFAR-10 not found" in proc.stderr
@@ -52,8 +64,15 @@ def test_missing_dataset_files(tmp_path: Path) -> None:
 
 def test_impossible_worker_count(real_data: Path, tmp_path: Path) -> None:
     proc = mlbench(
-        "run", "epsilon-logreg", "--workers", "400", "--data-dir", str(real_data),
-        "--set", "data.dataset=a9a", home=tmp_path,
+        "run",
+        "epsilon-logreg",
+        "--workers",
+        "400",
+        "--data-dir",
+        str(real_data),
+        "--set",
+        "data.dataset=a9a",
+        home=tmp_path,
     )
     assert proc.returncode == 2
     assert "400 workers is impossible" in proc.stderr and len(proc.stderr.splitlines()) == 1

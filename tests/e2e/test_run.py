@@ -49,10 +49,25 @@ def _phase_sums(records: list[dict]) -> tuple[dict[str, float], float]:
 def test_epsilon_logreg_a9a_two_workers(real_data: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     proc = mlbench(
-        "run", "epsilon-logreg", "--workers", "2", "--data-dir", str(real_data),
-        "--set", "data.dataset=a9a", "--set", "train.max_steps=40",
-        "--set", "train.eval_every_steps=20", "--set", "train.log_every_steps=5",
-        "--set", "train.stop_at_goal=false", "--runs-dir", str(runs), home=tmp_path,
+        "run",
+        "epsilon-logreg",
+        "--workers",
+        "2",
+        "--data-dir",
+        str(real_data),
+        "--set",
+        "data.dataset=a9a",
+        "--set",
+        "train.max_steps=40",
+        "--set",
+        "train.eval_every_steps=20",
+        "--set",
+        "train.log_every_steps=5",
+        "--set",
+        "train.stop_at_goal=false",
+        "--runs-dir",
+        str(runs),
+        home=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     run_dir = only_run_dir(runs)
@@ -100,14 +115,29 @@ def test_epsilon_logreg_a9a_two_workers(real_data: Path, tmp_path: Path) -> None
 def test_epsilon_logreg_a9a_reaches_light_goal(real_data: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     proc = mlbench(
-        "run", "epsilon-logreg", "--workers", "2", "--goal", "light", "--data-dir",
-        str(real_data), "--set", "data.dataset=a9a", "--runs-dir", str(runs), "--json",
+        "run",
+        "epsilon-logreg",
+        "--workers",
+        "2",
+        "--goal",
+        "light",
+        "--data-dir",
+        str(real_data),
+        "--set",
+        "data.dataset=a9a",
+        "--runs-dir",
+        str(runs),
+        "--json",
         home=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["goal"] == {
-        "metric": "accuracy", "goal": "light", "threshold": 80.0, "mode": "max", "reached": True
+        "metric": "accuracy",
+        "goal": "light",
+        "threshold": 80.0,
+        "mode": "max",
+        "reached": True,
     }
     s = result["summary"]
     assert s["stop_reason"] == "goal_reached"
@@ -121,18 +151,36 @@ def test_epsilon_logreg_a9a_reaches_light_goal(real_data: Path, tmp_path: Path) 
 def test_cifar10_resnet20_two_workers(real_data: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     proc = mlbench(
-        "run", "cifar10-resnet20", "--workers", "2", "--goal", "light",
-        "--data-dir", str(real_data), "--set", "train.max_steps=12",
-        "--set", "data.batch_size=32", "--set", "data.val_samples=512",
-        "--set", "train.eval_every_steps=6", "--set", "train.log_every_steps=3",
-        "--runs-dir", str(runs), home=tmp_path,
+        "run",
+        "cifar10-resnet20",
+        "--workers",
+        "2",
+        "--goal",
+        "light",
+        "--data-dir",
+        str(real_data),
+        "--set",
+        "train.max_steps=12",
+        "--set",
+        "data.batch_size=32",
+        "--set",
+        "data.val_samples=512",
+        "--set",
+        "train.eval_every_steps=6",
+        "--set",
+        "train.log_every_steps=3",
+        "--runs-dir",
+        str(runs),
+        home=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     run_dir = only_run_dir(runs)
     result = read_result(run_dir)
     assert result["state"] == "finished" and result["world_size"] == 2
     assert set(result["official_differences"]) == {
-        "data.batch_size", "data.val_samples", "train.eval_every_steps"
+        "data.batch_size",
+        "data.val_samples",
+        "train.eval_every_steps",
     }
     s = result["summary"]
     assert s["steps"] == 12 and s["samples"] == 12 * 32 * 2
@@ -151,9 +199,21 @@ def test_cifar10_resnet20_two_workers(real_data: Path, tmp_path: Path) -> None:
 def test_time_limit_stops_all_ranks_together(real_data: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     proc = mlbench(
-        "run", "cifar10-resnet20", "--workers", "2", "--data-dir", str(real_data),
-        "--time-limit", "3", "--set", "data.batch_size=16", "--set", "data.val_samples=64",
-        "--runs-dir", str(runs), home=tmp_path,
+        "run",
+        "cifar10-resnet20",
+        "--workers",
+        "2",
+        "--data-dir",
+        str(real_data),
+        "--time-limit",
+        "3",
+        "--set",
+        "data.batch_size=16",
+        "--set",
+        "data.val_samples=64",
+        "--runs-dir",
+        str(runs),
+        home=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     result = read_result(only_run_dir(runs))
@@ -183,10 +243,23 @@ def test_a_failing_rank_stops_the_run(
     runs = tmp_path / "runs"
     start = time.monotonic()
     proc = mlbench(
-        "run", "epsilon-logreg", "--workers", "2", "--data-dir", str(real_data),
-        "--set", "data.dataset=a9a", "--set", "train.log_every_steps=1",
-        "--algorithm", f"tests.e2e.faulty:{plugin}", "--runs-dir", str(runs),
-        home=tmp_path, FAULT_RANK="1", FAULT_STEP="3",
+        "run",
+        "epsilon-logreg",
+        "--workers",
+        "2",
+        "--data-dir",
+        str(real_data),
+        "--set",
+        "data.dataset=a9a",
+        "--set",
+        "train.log_every_steps=1",
+        "--algorithm",
+        f"tests.e2e.faulty:{plugin}",
+        "--runs-dir",
+        str(runs),
+        home=tmp_path,
+        FAULT_RANK="1",
+        FAULT_STEP="3",
     )
     assert time.monotonic() - start < 60
     _assert_failed_cleanly(proc, runs, needle)
@@ -195,10 +268,27 @@ def test_a_failing_rank_stops_the_run(
 def test_ctrl_c_stops_every_rank(real_data: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlbench.cli.main", "run", "cifar10-resnet20", "--workers", "2",
-         "--data-dir", str(real_data), "--set", "train.log_every_steps=1",
-         "--set", "data.batch_size=16", "--runs-dir", str(runs)],
-        env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mlbench.cli.main",
+            "run",
+            "cifar10-resnet20",
+            "--workers",
+            "2",
+            "--data-dir",
+            str(real_data),
+            "--set",
+            "train.log_every_steps=1",
+            "--set",
+            "data.batch_size=16",
+            "--runs-dir",
+            str(runs),
+        ],
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -210,7 +300,7 @@ def test_ctrl_c_stops_every_rank(real_data: Path, tmp_path: Path) -> None:
         proc.kill()
         pytest.fail("training never started")
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     run_dir = only_run_dir(runs)
     result = read_result(run_dir)
@@ -223,11 +313,31 @@ def test_torchrun_starts_the_same_worker(real_data: Path, tmp_path: Path) -> Non
     run_dir = tmp_path / "torchrun-run"
     torchrun = Path(sys.executable).with_name("torchrun")
     proc = subprocess.run(
-        [str(torchrun), "--nproc-per-node", "2", "--master-port", str(free_port()), "-m",
-         "mlbench.launch.worker", "--run-dir", str(run_dir), "--task", "epsilon-logreg",
-         "--set", f"data.dir={real_data}", "--set", "data.dataset=a9a",
-         "--set", "train.max_steps=10", "--backend", "gloo"],
-        env=cli_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=180,
+        [
+            str(torchrun),
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(free_port()),
+            "-m",
+            "mlbench.launch.worker",
+            "--run-dir",
+            str(run_dir),
+            "--task",
+            "epsilon-logreg",
+            "--set",
+            f"data.dir={real_data}",
+            "--set",
+            "data.dataset=a9a",
+            "--set",
+            "train.max_steps=10",
+            "--backend",
+            "gloo",
+        ],
+        env=cli_env(tmp_path, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=180,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

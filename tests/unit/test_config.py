@@ -164,11 +164,6 @@ def test_leaf_has_no_sub_keys(cifar_cfg):
         apply_overrides(cifar_cfg, ["seed.x=1"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _resolve_field names the parent section ('optim'), not the leaf ('optim.lr'), "
-    "when a leaf below top level is given sub-keys",
-)
 def test_nested_leaf_sub_key_error_names_the_leaf(cifar_cfg):
     with pytest.raises(ConfigError) as exc:
         apply_overrides(cifar_cfg, ["optim.lr.x=1"])
@@ -208,11 +203,6 @@ def test_range_boundaries_are_inclusive(cifar_cfg, override):
     assert get(cfg, key) == float(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _check_range compares with < / >, which are False for NaN, so optim.lr=nan "
-    "passes minimum=0 and reaches the optimizer",
-)
 def test_nan_is_rejected_by_range_check(cifar_cfg):
     with pytest.raises(ConfigError):
         apply_overrides(cifar_cfg, ["optim.lr=nan"])

@@ -226,11 +226,6 @@ def test_blank_lines_ignored(path):
     assert offset == path.stat().st_size
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: EventWriter appends after a torn last line without a newline, so the first "
-    "record written after reopening is glued to the fragment and lost to readers",
-)
 def test_reopen_after_torn_line_keeps_new_records(path):
     _write(path, 2)
     with open(path, "ab") as fh:

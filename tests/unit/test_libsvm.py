@@ -192,10 +192,6 @@ def test_count_rows_corrupt_bz2(tmp_path):
         libsvm.count_rows(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: count_rows counts '#' comment lines, which the svmlight format (and load) skip",
-)
 def test_count_rows_agrees_with_load_on_comment_lines(tmp_path):
     path = _write(tmp_path / "d", "# generated\n+1 1:1\n-1 2:1\n")
     assert libsvm.count_rows(path) == len(libsvm.load(path)[1]) == 2

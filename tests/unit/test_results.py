@@ -196,19 +196,11 @@ def test_migrate_applies_registered_steps(monkeypatch):
     }
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: migrate() accepts schema_version true (bool is an int subclass)"
-)
 def test_migrate_rejects_boolean_version():
     with pytest.raises(ValueError):
         migrate({"schema_version": True})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: migrate() raises KeyError for a version below 1 (no MIGRATIONS entry) instead "
-    "of a clear ValueError",
-)
 @pytest.mark.parametrize("version", [0, -1])
 def test_migrate_rejects_unknown_old_version_cleanly(version):
     with pytest.raises(ValueError, match="schema_version"):

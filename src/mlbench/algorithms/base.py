@@ -32,8 +32,9 @@ class Algorithm(ABC):
         self.collectives = 0
 
     @classmethod
-    def check_config(cls, cfg: AlgorithmConfig, world_size: int) -> None:  # noqa: B027
+    def check_config(cls, cfg: AlgorithmConfig, world_size: int) -> None:
         """Reject bad options before any process starts (raise ConfigError)."""
+        return None
 
     @abstractmethod
     def setup(self, model: torch.nn.Module) -> None:

@@ -122,8 +122,12 @@ def print_summary(result: dict[str, Any], run_dir: Path, console: Console | None
         )
     table.add_row("workers / backend", f"{result.get('world_size')} / {result.get('backend')}")
     table.add_row("algorithm", str(result.get("algorithm")))
-    table.add_row("official", "yes" if result.get("official") else
-                  "no (" + ", ".join(result.get("official_differences", [])[:4]) + ")")
+    table.add_row(
+        "official",
+        "yes"
+        if result.get("official")
+        else "no (" + ", ".join(result.get("official_differences", [])[:4]) + ")",
+    )
     phases = s.get("phases_slowest") or {}
     if phases:
         slowest = s.get("slowest_rank")

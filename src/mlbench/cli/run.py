@@ -20,7 +20,7 @@ from typing import Any
 from mlbench.errors import ConfigError
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="run a benchmark task on N local worker processes",
@@ -33,17 +33,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--data-dir", help="dataset root (sets data.dir)")
     p.add_argument("--config", help="TOML/JSON file with config overrides")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one config key, e.g. --set optim.lr=0.1 (repeatable)",
     )
     p.add_argument("--algorithm", help="communication scheme (sets algorithm.name)")
     p.add_argument("--time-limit", type=float, metavar="SECONDS", help="sets train.time_limit")
     p.add_argument(
-        "--backend", default="auto", choices=("auto", "gloo", "nccl", "mpi"),
+        "--backend",
+        default="auto",
+        choices=("auto", "gloo", "nccl", "mpi"),
         help="torch.distributed backend (auto: nccl with CUDA, else gloo)",
     )
     p.add_argument(
-        "--threads-per-worker", type=int,
+        "--threads-per-worker",
+        type=int,
         help="torch threads per worker (default: CPU cores / workers)",
     )
     p.add_argument("--runs-dir", help="where run directories go (default $MLBENCH_HOME/runs)")
@@ -71,9 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
         raise ConfigError(f"data directory {args.data_dir} does not exist")
-    task, cfg = runs.resolve_config(
-        args.task, config_file=args.config, overrides=_overrides(args)
-    )
+    task, cfg = runs.resolve_config(args.task, config_file=args.config, overrides=_overrides(args))
     if cfg.data.dir and not Path(cfg.data.dir).expanduser().is_dir():
         raise ConfigError(f"data directory {cfg.data.dir} does not exist")
     task.validate(cfg, args.workers)
@@ -106,7 +111,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _launch(
-    run_dir: Path, task: Any, cfg: Any, args: argparse.Namespace, threads: int,
+    run_dir: Path,
+    task: Any,
+    cfg: Any,
+    args: argparse.Namespace,
+    threads: int,
     launch_info: dict[str, Any],
 ) -> int:
     from rich.console import Console
@@ -138,7 +147,11 @@ def _launch(
 
 
 def _final_result(
-    run_dir: Path, task: Any, cfg: Any, args: argparse.Namespace, outcome: Any,
+    run_dir: Path,
+    task: Any,
+    cfg: Any,
+    args: argparse.Namespace,
+    outcome: Any,
     launch_info: dict[str, Any],
 ) -> dict[str, Any]:
     """Rank 0's result.json plus launcher facts; or, on failure, a result rebuilt from events."""
@@ -162,12 +175,23 @@ def _final_result(
         differences = task.official_differences(cfg) + launch_info["official_data_issues"]
         target = task.target
         result = build_result(
-            run_id=run_dir.name, task=task.name, state=outcome.state, reason=outcome.reason,
-            config=asdict(cfg), official=not differences, official_differences=differences,
-            environment=collect(cfg.seed), world_size=args.workers, backend=None,
+            run_id=run_dir.name,
+            task=task.name,
+            state=outcome.state,
+            reason=outcome.reason,
+            config=asdict(cfg),
+            official=not differences,
+            official_differences=differences,
+            environment=collect(cfg.seed),
+            world_size=args.workers,
+            backend=None,
             algorithm=cfg.algorithm.name,
-            goal={"metric": target.metric, "goal": cfg.goal,
-                  "threshold": target.threshold(cfg.goal), "mode": target.mode},
+            goal={
+                "metric": target.metric,
+                "goal": cfg.goal,
+                "threshold": target.threshold(cfg.goal),
+                "mode": target.mode,
+            },
             ranks=ranks_from_events(run_dir, args.workers),
         )
     result["launcher"] = launcher_facts

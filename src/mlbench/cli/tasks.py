@@ -8,7 +8,7 @@ import json
 from mlbench.registry import get_task, task_names
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tasks", help="list benchmark tasks (dataset, model, goals)")
     p.add_argument("--show", metavar="TASK", help="print every hyperparameter of one task")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
         table = Table("key", "default", "division", "meaning")
         for item in spec["config"]:
             table.add_row(
-                item["key"], json.dumps(item["default"]), "open" if item["open"] else "closed",
+                item["key"],
+                json.dumps(item["default"]),
+                "open" if item["open"] else "closed",
                 item["help"],
             )
         console.print(table)
@@ -49,8 +51,12 @@ def run(args: argparse.Namespace) -> int:
         t = s["target"]
         op = "≥" if t["mode"] == "max" else "≤"
         table.add_row(
-            s["id"], s["name"], s["dataset"], s["model"],
-            f"{t['metric']} {op} {t['value']:g}", f"{t['metric']} {op} {t['light_value']:g}",
+            s["id"],
+            s["name"],
+            s["dataset"],
+            s["model"],
+            f"{t['metric']} {op} {t['value']:g}",
+            f"{t['metric']} {op} {t['light_value']:g}",
         )
     console.print(table)
     return 0

@@ -29,27 +29,65 @@ OFFICIAL_SIZES = (50000, 10000)
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
 
+
+class _Dtype:
+    """Stands in for ``numpy.dtype`` while unpickling: records its arguments, runs no numpy code.
+
+    Letting the real ``numpy.dtype.__setstate__`` see crafted bytes can crash the interpreter, so
+    the pickle only builds these inert records and :func:`_to_array` validates them.
+    """
+
+    def __init__(self, name: Any = None, *args: Any) -> None:
+        self.name = name
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+class _Array:
+    """Stands in for ``numpy.ndarray`` (and ``_reconstruct``) while unpickling."""
+
+    state: Any = None
+
+    def __init__(self, *args: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"): _Array,
+    ("numpy._core.multiarray", "_reconstruct"): _Array,
+    ("numpy", "ndarray"): _Array,
+    ("numpy", "dtype"): _Dtype,
 }
 
 
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(f"forbidden class {module}.{name} in a CIFAR-10 pickle")
-        return _reconstruct() if name == "_reconstruct" else getattr(np, name)
+            raise pickle.UnpicklingError(
+                f"forbidden class {module}.{name} in a CIFAR-10 pickle (only numpy arrays)"
+            )
+        return _ALLOWED[(module, name)]
 
 
-def _reconstruct() -> Any:
-    try:
-        from numpy._core.multiarray import _reconstruct as rec  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct as rec
-    return rec
+def _to_array(value: Any, path: Path) -> np.ndarray:
+    """Build a uint8 array from an unpickled :class:`_Array` record, checking every field."""
+    state = value.state
+    if not (isinstance(state, tuple) and len(state) == 5):
+        raise DataError(f"CIFAR-10 file {path}: 'data' is not a pickled numpy array")
+    _, shape, dtype, _fortran, raw = state
+    if not isinstance(dtype, _Dtype) or dtype.name not in ("u1", b"u1", "uint8"):
+        raise DataError(f"CIFAR-10 file {path}: 'data' is not a uint8 array")
+    if not (isinstance(shape, tuple) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        raise DataError(f"CIFAR-10 file {path}: 'data' has an invalid shape")
+    if isinstance(raw, str):
+        raw = raw.encode("latin1")  # a Python 2 str read with encoding="latin1"
+    if not isinstance(raw, bytes | bytearray) or len(raw) != int(np.prod(shape)):
+        raise DataError(f"CIFAR-10 file {path}: 'data' holds the wrong number of bytes")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
 
 
 def _unpickle(path: Path) -> dict[str, Any]:
@@ -58,11 +96,19 @@ def _unpickle(path: Path) -> dict[str, Any]:
             obj = _SafeUnpickler(fh, encoding="latin1").load()
     except FileNotFoundError:
         raise DataError(f"CIFAR-10 file missing: {path}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise DataError(f"CIFAR-10 file {path} is corrupt or truncated ({exc})") from None
+    except pickle.UnpicklingError as exc:
+        raise DataError(f"CIFAR-10 file {path} is not a valid CIFAR-10 pickle ({exc})") from None
+    except (Exception, MemoryError) as exc:  # any decoding failure of untrusted bytes
+        raise DataError(
+            f"CIFAR-10 file {path} is corrupt or truncated ({type(exc).__name__})"
+        ) from None
     if not isinstance(obj, dict):
         raise DataError(f"CIFAR-10 file {path} does not hold a batch dict")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    for key, value in batch.items():
+        if isinstance(value, _Array):
+            batch[key] = _to_array(value, path)
+    return batch
 
 
 def find(root: Path) -> Path | None:
@@ -85,11 +131,16 @@ def load_split(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         path = directory / name
         batch = _unpickle(path)
         data, labels = batch.get("data"), batch.get("labels")
-        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or (
-            data.shape[1] != 3072
+        if (
+            not isinstance(data, np.ndarray)
+            or data.dtype != np.uint8
+            or data.ndim != 2
+            or (data.shape[1] != 3072)
         ):
             shape = getattr(data, "shape", None)
-            raise DataError(f"CIFAR-10 file {path}: 'data' is not a uint8 [N, 3072] array ({shape})")
+            raise DataError(
+                f"CIFAR-10 file {path}: 'data' is not a uint8 [N, 3072] array ({shape})"
+            )
         try:
             y = np.asarray(labels, dtype=np.int64)
         except (TypeError, ValueError):

@@ -29,7 +29,9 @@ def locate(root: Path, dataset: str) -> tuple[Path, Path]:
     for suffix in ("", ".t"):
         paths = [p for p in _candidates(root, stem + suffix) if p.is_file()]
         if not paths:
-            hint = f" (download: {URLS[dataset]}{suffix and ' and .t.bz2'})" if dataset in URLS else ""
+            hint = (
+                f" (download: {URLS[dataset]}{suffix and ' and .t.bz2'})" if dataset in URLS else ""
+            )
             raise DataError(
                 f"LIBSVM file {stem + suffix}[.bz2] for dataset {dataset!r} not found in {root} "
                 f"or {root / 'libsvm'}{hint}"
@@ -74,6 +76,6 @@ def count_rows(path: Path) -> int:
     opener = __import__("bz2").open if path.suffix == ".bz2" else open
     try:
         with opener(path, "rb") as fh:
-            return sum(1 for line in fh if line.strip())
+            return sum(1 for line in fh if line.strip() and not line.lstrip().startswith(b"#"))
     except (OSError, EOFError) as exc:
         raise DataError(f"LIBSVM file {path} cannot be read: {exc}") from None

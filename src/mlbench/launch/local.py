@@ -29,8 +29,16 @@ from mlbench.launch.worker import ERROR_MARKER
 
 GRACE_SECONDS = 3.0
 # fragments of the errors a rank sees when a *peer* vanished mid-collective
-_PEER_LOSS = ("DistBackendError", "Connection closed", "Connection reset", "Broken pipe",
-              "connection", "gloo", "Gloo", "NCCL")
+_PEER_LOSS = (
+    "DistBackendError",
+    "Connection closed",
+    "Connection reset",
+    "Broken pipe",
+    "connection",
+    "gloo",
+    "Gloo",
+    "NCCL",
+)
 POLL_SECONDS = 0.1
 
 
@@ -73,20 +81,36 @@ class LocalLauncher:
         for rank in range(self.workers):
             env = dict(os.environ)
             env.update(
-                RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(self.workers),
-                LOCAL_WORLD_SIZE=str(self.workers), MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(port), OMP_NUM_THREADS=str(self.threads_per_worker),
-                MLBENCH_THREADS=str(self.threads_per_worker), PYTHONUNBUFFERED="1",
+                RANK=str(rank),
+                LOCAL_RANK=str(rank),
+                WORLD_SIZE=str(self.workers),
+                LOCAL_WORLD_SIZE=str(self.workers),
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(port),
+                OMP_NUM_THREADS=str(self.threads_per_worker),
+                MLBENCH_THREADS=str(self.threads_per_worker),
+                PYTHONUNBUFFERED="1",
             )
             env.update(self.extra_env)
             out = open(self.run_dir / f"rank-{rank}.stdout", "ab")  # noqa: SIM115
             err = open(self.run_dir / f"rank-{rank}.stderr", "ab")  # noqa: SIM115
             self._files += [out, err]
-            cmd = [sys.executable, "-m", "mlbench.launch.worker", "--run-dir", str(self.run_dir),
-                   "--backend", self.backend]
+            cmd = [
+                sys.executable,
+                "-m",
+                "mlbench.launch.worker",
+                "--run-dir",
+                str(self.run_dir),
+                "--backend",
+                self.backend,
+            ]
             self.procs.append(
                 subprocess.Popen(
-                    cmd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                    cmd,
+                    env=env,
+                    stdout=out,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
                     start_new_session=True,
                     preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 )

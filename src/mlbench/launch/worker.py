@@ -62,7 +62,9 @@ def _run(args: argparse.Namespace, rank: int) -> int:
     run_dir: Path = args.run_dir
     if args.task:
         run_dir.mkdir(parents=True, exist_ok=True)
-        task, cfg = runs.resolve_config(args.task, config_file=args.config, overrides=args.overrides)
+        task, cfg = runs.resolve_config(
+            args.task, config_file=args.config, overrides=args.overrides
+        )
         if rank == 0 and not (run_dir / runs.CONFIG_FILE).exists():
             runs.write_config(run_dir, cfg)
     else:

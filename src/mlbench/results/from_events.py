@@ -14,8 +14,16 @@ def rank_summary_from_events(run_dir: Path, rank: int) -> dict[str, Any] | None:
     if not records:
         return None
     phases = dict.fromkeys(PHASES, 0.0)
-    summary: dict[str, Any] = {"rank": rank, "steps": 0, "epochs": 0.0, "train_time": 0.0,
-                               "bytes_sent": 0, "final_metrics": {}}
+    summary: dict[str, Any] = {
+        "rank": rank,
+        "steps": 0,
+        "epochs": 0.0,
+        "train_time": 0.0,
+        "samples": 0,
+        "bytes_sent": 0,
+        "final_metrics": {},
+    }
+    window_time = 0.0
     for r in records:
         summary["steps"] = max(summary["steps"], r["step"])
         summary["epochs"] = max(summary["epochs"], r["epoch"])
@@ -24,6 +32,9 @@ def rank_summary_from_events(run_dir: Path, rank: int) -> dict[str, Any] | None:
             phases[r["name"]] += value
         elif r["kind"] == "train" and r["name"] == "train_time":
             summary["train_time"] += value
+            window_time = value
+        elif r["kind"] == "train" and r["name"] == "throughput":
+            summary["samples"] += round(value * window_time)
         elif r["kind"] == "comm" and r["name"] == "bytes_sent":
             summary["bytes_sent"] += int(value)
         elif r["kind"] == "val":
@@ -34,6 +45,4 @@ def rank_summary_from_events(run_dir: Path, rank: int) -> dict[str, Any] | None:
 
 
 def ranks_from_events(run_dir: Path, world_size: int) -> list[dict[str, Any]]:
-    return [
-        s for s in (rank_summary_from_events(run_dir, r) for r in range(world_size)) if s
-    ]
+    return [s for s in (rank_summary_from_events(run_dir, r) for r in range(world_size)) if s]

@@ -47,9 +47,11 @@ def aggregate_ranks(ranks: list[dict[str, Any]]) -> dict[str, Any]:
         "phases_slowest": slowest.get("phases", {}),
         "goal_reached": reached,
         "time_to_target": _max_or_none([r.get("time_to_target") for r in ranks])
-        if reached else None,
+        if reached
+        else None,
         "wall_time_to_target": _max_or_none([r.get("wall_time_to_target") for r in ranks])
-        if reached else None,
+        if reached
+        else None,
         "bytes_sent": sum(r.get("bytes_sent", 0) for r in ranks),
         "bytes_to_target": sum(r.get("bytes_at_target") or 0 for r in ranks) if reached else None,
         "stop_reason": slowest.get("stop_reason"),
@@ -105,13 +107,15 @@ def write_result(run_dir: Path, result: dict[str, Any]) -> Path:
 
 def migrate(result: dict[str, Any]) -> dict[str, Any]:
     version = result.get("schema_version")
-    if not isinstance(version, int):
-        raise ValueError("result has no integer schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"result has no valid schema_version ({version!r})")
     if version > SCHEMA_VERSION:
         raise ValueError(
             f"result schema_version {version} is newer than this mlbench ({SCHEMA_VERSION})"
         )
     while version < SCHEMA_VERSION:
+        if version not in MIGRATIONS:
+            raise ValueError(f"no migration from result schema_version {version}")
         result = MIGRATIONS[version](result)
         version = result["schema_version"]
     return result

@@ -58,7 +58,10 @@ class TrainConfig:
     stop_at_goal: bool = param(True, open=True, help="stop as soon as the goal is reached")
     log_every_steps: int = param(10, open=True, minimum=1, help="train/phase events every N steps")
     control_every_steps: int = param(
-        1, open=True, minimum=1, help="how often ranks agree on the time limit (one tiny collective)"
+        1,
+        open=True,
+        minimum=1,
+        help="how often ranks agree on the time limit (one tiny collective)",
     )
     checkpoint_every_epochs: int | None = param(
         None, open=True, minimum=1, help="rank 0 saves model+optimizer every N epochs"
@@ -140,7 +143,7 @@ class Task(ABC):
             raise ConfigError(f"task: config is for {cfg.task!r}, not {self.name!r}")
         from mlbench.registry import get_algorithm
 
-        get_algorithm(cfg.algorithm.name)
+        get_algorithm(cfg.algorithm.name).check_config(cfg.algorithm, world_size)
 
     # --- run in the launcher (no torch import): locate, download, verify -----------------------
     @abstractmethod
@@ -164,7 +167,11 @@ class Task(ABC):
 
     @abstractmethod
     def build_schedule(
-        self, cfg: RunConfig, optimizer: torch.optim.Optimizer, world_size: int, steps_per_epoch: int
+        self,
+        cfg: RunConfig,
+        optimizer: torch.optim.Optimizer,
+        world_size: int,
+        steps_per_epoch: int,
     ) -> LRSchedule: ...
 
     @abstractmethod
@@ -191,8 +198,12 @@ class Task(ABC):
             "model": self.model,
             "target": dataclasses.asdict(self.target),
             "config": [
-                {"key": k, "default": v, "open": bool(f.metadata.get("open")),
-                 "help": f.metadata.get("help", "")}
+                {
+                    "key": k,
+                    "default": v,
+                    "open": bool(f.metadata.get("open")),
+                    "help": f.metadata.get("help", ""),
+                }
                 for k, v, f in flat_items(self.default_config())
             ],
         }

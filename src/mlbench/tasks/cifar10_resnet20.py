@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Literal
 
 from mlbench.config import param, section
 from mlbench.errors import ConfigError
-from mlbench.tasks.base import AlgorithmConfig, DataConfig, DataInfo, RunConfig, Target, Task, TrainConfig
+from mlbench.tasks.base import (
+    AlgorithmConfig,
+    DataConfig,
+    DataInfo,
+    RunConfig,
+    Target,
+    Task,
+    TrainConfig,
+)
 from mlbench.tasks.common import SGDConfig, build_sgd, build_sgd_schedule
 
 if TYPE_CHECKING:
@@ -23,6 +31,7 @@ if TYPE_CHECKING:
     from mlbench.data.loader import BatchLoader
     from mlbench.dist import DistContext
     from mlbench.train.schedule import LRSchedule
+
 
 @dataclass
 class CifarData(DataConfig):
@@ -50,8 +59,15 @@ class Cifar10Config(RunConfig):
     model: ResNetConfig = section(ResNetConfig)
     optim: SGDConfig = section(
         lambda: SGDConfig(
-            lr=0.02, lr_scaling="linear", momentum=0.9, weight_decay=1e-4, warmup="log2k",
-            schedule="plateau", plateau_factor=0.5, plateau_patience=1, plateau_threshold=0.01,
+            lr=0.02,
+            lr_scaling="linear",
+            momentum=0.9,
+            weight_decay=1e-4,
+            warmup="log2k",
+            schedule="plateau",
+            plateau_factor=0.5,
+            plateau_patience=1,
+            plateau_threshold=0.01,
             min_lr=0.02,
         )
     )
@@ -127,8 +143,14 @@ class Cifar10ResNet20(Task):
 
             out.append(
                 BatchLoader(
-                    xs, ys, batch, shuffle=train, drop_last=train,
-                    seed=cfg.seed * 1000 + dist.rank, device=dist.device, transform=transform,
+                    xs,
+                    ys,
+                    batch,
+                    shuffle=train,
+                    drop_last=train,
+                    seed=cfg.seed * 1000 + dist.rank,
+                    device=dist.device,
+                    transform=transform,
                 )
             )
         return out[0], out[1]
@@ -146,7 +168,11 @@ class Cifar10ResNet20(Task):
         return build_sgd(cfg.optim, model, world_size)
 
     def build_schedule(
-        self, cfg: RunConfig, optimizer: torch.optim.Optimizer, world_size: int, steps_per_epoch: int
+        self,
+        cfg: RunConfig,
+        optimizer: torch.optim.Optimizer,
+        world_size: int,
+        steps_per_epoch: int,
     ) -> LRSchedule:
         assert isinstance(cfg, Cifar10Config)
         return build_sgd_schedule(cfg.optim, optimizer, world_size, steps_per_epoch)

@@ -1,4 +1,4 @@
-"""Task 2a: linear learning, epsilon with L2-regularised logistic regression (goal 89 %, light 80 %).
+"""Task 2a: linear learning — epsilon, L2-regularised logistic regression (goal 89 %, light 80 %).
 
 Reference hyperparameters: batch 100 per worker, plain SGD (no momentum, no weight decay — the L2
 term is in the loss: BCE + (l2/2)·‖w‖², l2 = 2.5e-6), lr 4·min(16, k), reduce-on-plateau on val
@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 
 from mlbench.config import param, section
 from mlbench.errors import ConfigError, DataError
-from mlbench.tasks.base import AlgorithmConfig, DataConfig, DataInfo, RunConfig, Target, Task, TrainConfig
+from mlbench.tasks.base import (
+    AlgorithmConfig,
+    DataConfig,
+    DataInfo,
+    RunConfig,
+    Target,
+    Task,
+    TrainConfig,
+)
 from mlbench.tasks.common import SGDConfig, build_sgd, build_sgd_schedule
 
 if TYPE_CHECKING:
@@ -49,9 +57,17 @@ class EpsilonConfig(RunConfig):
     model: LogRegConfig = section(LogRegConfig)
     optim: SGDConfig = section(
         lambda: SGDConfig(
-            lr=4.0, lr_scaling="linear", lr_scaling_cap=16, momentum=0.0, weight_decay=0.0,
-            warmup="none", schedule="plateau", plateau_factor=0.75, plateau_patience=0,
-            plateau_threshold=0.01, min_lr=4.0,
+            lr=4.0,
+            lr_scaling="linear",
+            lr_scaling_cap=16,
+            momentum=0.0,
+            weight_decay=0.0,
+            warmup="none",
+            schedule="plateau",
+            plateau_factor=0.75,
+            plateau_patience=0,
+            plateau_threshold=0.01,
+            min_lr=4.0,
         )
     )
     algorithm: AlgorithmConfig = section(lambda: AlgorithmConfig(mode="weights"))
@@ -85,8 +101,8 @@ class EpsilonLogReg(Task):
 
     def official_data_issues(self, cfg: RunConfig, info: DataInfo) -> list[str]:
         expected = OFFICIAL_SIZES.get(cfg.data.dataset)
-        found = getattr(self, "_found_sizes", expected)
-        if expected and found != expected:
+        found: tuple[int, int] | None = getattr(self, "_found_sizes", expected)
+        if expected and found and found != expected:
             return [
                 f"{cfg.data.dataset} files hold {found[0]}/{found[1]} train/val rows, "
                 f"the spec's has {expected[0]}/{expected[1]}"
@@ -115,8 +131,12 @@ class EpsilonLogReg(Task):
             idx = shard_indices(len(x), dist.rank, dist.world_size, seed=cfg.seed, equal=train)
             loaders.append(
                 BatchLoader(
-                    torch.from_numpy(x[idx]), torch.from_numpy(y[idx]), batch,
-                    shuffle=train, drop_last=train, seed=cfg.seed * 1000 + dist.rank,
+                    torch.from_numpy(x[idx]),
+                    torch.from_numpy(y[idx]),
+                    batch,
+                    shuffle=train,
+                    drop_last=train,
+                    seed=cfg.seed * 1000 + dist.rank,
                     device=dist.device,
                 )
             )
@@ -138,7 +158,11 @@ class EpsilonLogReg(Task):
         return build_sgd(cfg.optim, model, world_size)
 
     def build_schedule(
-        self, cfg: RunConfig, optimizer: torch.optim.Optimizer, world_size: int, steps_per_epoch: int
+        self,
+        cfg: RunConfig,
+        optimizer: torch.optim.Optimizer,
+        world_size: int,
+        steps_per_epoch: int,
     ) -> LRSchedule:
         assert isinstance(cfg, EpsilonConfig)
         return build_sgd_schedule(cfg.optim, optimizer, world_size, steps_per_epoch)

@@ -21,8 +21,17 @@ def events_path(run_dir: Path, rank: int) -> Path:
 
 
 def make_record(
-    run_id: str, rank: int, seq: int, kind: str, name: str, value: float,
-    *, step: int, epoch: float, unit: str | None = None, when: float | None = None,
+    run_id: str,
+    rank: int,
+    seq: int,
+    kind: str,
+    name: str,
+    value: float,
+    *,
+    step: int,
+    epoch: float,
+    unit: str | None = None,
+    when: float | None = None,
 ) -> dict[str, Any]:
     """Build a validated record; kind and rank are fields, never encoded in ``name``."""
     if kind not in KINDS:
@@ -56,11 +65,18 @@ class EventWriter:
         self.path = Path(path)
         self.run_id = run_id
         self.rank = rank
+        _drop_torn_tail(self.path)
         self.seq = sum(1 for _ in read_events(self.path)) if self.path.exists() else 0
         self._fh: TextIO | None = open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
     def emit(
-        self, kind: str, name: str, value: float, *, step: int, epoch: float,
+        self,
+        kind: str,
+        name: str,
+        value: float,
+        *,
+        step: int,
+        epoch: float,
         unit: str | None = None,
     ) -> dict[str, Any]:
         record = make_record(
@@ -75,6 +91,17 @@ class EventWriter:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a line torn by a crash so the next record starts on a line of its own."""
+    try:
+        with open(path, "rb+") as fh:
+            data = fh.read()
+            if data and not data.endswith(b"\n"):
+                fh.truncate(data.rfind(b"\n") + 1)
+    except FileNotFoundError:
+        pass
 
 
 def read_events(path: Path, offset: int = 0) -> list[dict[str, Any]]:

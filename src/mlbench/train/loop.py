@@ -197,8 +197,10 @@ class _Trainer:
             and self._time_is_up(tc.time_limit)
         ):
             return "time_limit"
-        if tc.checkpoint_every_epochs and end_of_epoch and (
-            (epoch_index + 1) % tc.checkpoint_every_epochs == 0
+        if (
+            tc.checkpoint_every_epochs
+            and end_of_epoch
+            and ((epoch_index + 1) % tc.checkpoint_every_epochs == 0)
         ):
             self._checkpoint()
         return None

@@ -52,8 +52,13 @@ class LRSchedule:
         self.warmup_steps = warmup_steps
         self._plateau = (
             torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="min", factor=factor, patience=patience,
-                threshold=threshold, threshold_mode="abs", min_lr=min_lr,
+                optimizer,
+                mode="min",
+                factor=factor,
+                patience=patience,
+                threshold=threshold,
+                threshold_mode="abs",
+                min_lr=min_lr,
             )
             if plateau
             else None
