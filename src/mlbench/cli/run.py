@@ -71,11 +71,30 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return extra
 
 
+def _check_backend(requested: str, workers: int) -> None:
+    """nccl needs one GPU per local worker; say so now rather than failing inside NCCL."""
+    import torch
+
+    from mlbench.dist import resolve_backend
+
+    if requested == "mpi" and not torch.distributed.is_mpi_available():
+        raise ConfigError("backend mpi is not built into this torch")
+    if requested == "auto" and not torch.cuda.is_available():
+        return
+    if resolve_backend(requested) == "nccl" and workers > torch.cuda.device_count():
+        raise ConfigError(
+            f"{workers} workers is impossible with nccl here: it needs one GPU per worker and "
+            f"{torch.cuda.device_count()} are visible (use --backend gloo to share)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from mlbench import runs
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.threads_per_worker is not None and args.threads_per_worker < 1:
+        raise ConfigError("--threads-per-worker must be at least 1")
     if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
         raise ConfigError(f"data directory {args.data_dir} does not exist")
     task, cfg = runs.resolve_config(args.task, config_file=args.config, overrides=_overrides(args))
@@ -89,10 +108,9 @@ def run(args: argparse.Namespace) -> int:
             f"{args.workers} workers is impossible here: each would get {per_rank} of "
             f"{info.train_size} training samples, less than one batch of {cfg.data.batch_size}"
         )
+    _check_backend(args.backend, args.workers)
     cores = os.cpu_count() or 1
     threads = args.threads_per_worker or max(1, cores // args.workers)
-    if threads < 1:
-        raise ConfigError("--threads-per-worker must be at least 1")
 
     runs_dir = Path(args.runs_dir).expanduser() if args.runs_dir else runs.default_runs_dir()
     run_dir = runs.create_run_dir(runs_dir, task.name)
