@@ -64,10 +64,14 @@ _ALLOWED = {
 }
 
 
+class _ForbiddenClass(pickle.UnpicklingError):
+    pass
+
+
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(
+            raise _ForbiddenClass(
                 f"forbidden class {module}.{name} in a CIFAR-10 pickle (only numpy arrays)"
             )
         return _ALLOWED[(module, name)]
@@ -96,11 +100,11 @@ def _unpickle(path: Path) -> dict[str, Any]:
             obj = _SafeUnpickler(fh, encoding="latin1").load()
     except FileNotFoundError:
         raise DataError(f"CIFAR-10 file missing: {path}") from None
-    except pickle.UnpicklingError as exc:
+    except _ForbiddenClass as exc:
         raise DataError(f"CIFAR-10 file {path} is not a valid CIFAR-10 pickle ({exc})") from None
     except (Exception, MemoryError) as exc:  # any decoding failure of untrusted bytes
         raise DataError(
-            f"CIFAR-10 file {path} is corrupt or truncated ({type(exc).__name__})"
+            f"CIFAR-10 file {path} is corrupt or truncated ({type(exc).__name__}: {exc})"
         ) from None
     if not isinstance(obj, dict):
         raise DataError(f"CIFAR-10 file {path} does not hold a batch dict")
