@@ -90,3 +90,40 @@ def read_launch(run_dir: Path) -> dict[str, Any]:
         return json.loads((run_dir / LAUNCH_FILE).read_text())
     except FileNotFoundError:
         return {}
+
+
+def make_result(
+    run_dir: Path,
+    task: Task,
+    cfg: RunConfig,
+    *,
+    state: str,
+    world_size: int,
+    backend: str | None,
+    ranks: list[dict[str, Any]],
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """result.json content for a run of ``task`` — the one place that assembles it."""
+    from dataclasses import asdict
+
+    from mlbench.results.summary import build_result
+    from mlbench.telemetry.environment import collect
+
+    differences = task.official_differences(cfg) + read_launch(run_dir).get(
+        "official_data_issues", []
+    )
+    return build_result(
+        run_id=run_dir.name,
+        task=task.name,
+        state=state,
+        reason=reason,
+        config=asdict(cfg),
+        official=not differences,
+        official_differences=differences,
+        environment=collect(cfg.seed),
+        world_size=world_size,
+        backend=backend,
+        algorithm=cfg.algorithm.name,
+        goal=task.target.describe(cfg.goal),
+        ranks=ranks,
+    )

@@ -173,11 +173,9 @@ def _final_result(
     launch_info: dict[str, Any],
 ) -> dict[str, Any]:
     """Rank 0's result.json plus launcher facts; or, on failure, a result rebuilt from events."""
-    from dataclasses import asdict
-
+    from mlbench import runs
     from mlbench.results.from_events import ranks_from_events
-    from mlbench.results.summary import RESULT_FILE, build_result, load_result, write_result
-    from mlbench.telemetry.environment import collect
+    from mlbench.results.summary import RESULT_FILE, load_result, write_result
 
     launcher_facts = {
         "wall_time_total": outcome.wall_time,
@@ -190,26 +188,14 @@ def _final_result(
     else:
         if outcome.state == "finished":  # all exited 0 but rank 0 wrote nothing: still a failure
             outcome.state, outcome.reason = "failed", "workers exited without writing result.json"
-        differences = task.official_differences(cfg) + launch_info["official_data_issues"]
-        target = task.target
-        result = build_result(
-            run_id=run_dir.name,
-            task=task.name,
+        result = runs.make_result(
+            run_dir,
+            task,
+            cfg,
             state=outcome.state,
             reason=outcome.reason,
-            config=asdict(cfg),
-            official=not differences,
-            official_differences=differences,
-            environment=collect(cfg.seed),
             world_size=args.workers,
             backend=None,
-            algorithm=cfg.algorithm.name,
-            goal={
-                "metric": target.metric,
-                "goal": cfg.goal,
-                "threshold": target.threshold(cfg.goal),
-                "mode": target.mode,
-            },
             ranks=ranks_from_events(run_dir, args.workers),
         )
     result["launcher"] = launcher_facts

@@ -54,8 +54,7 @@ def _run(args: argparse.Namespace, rank: int) -> int:
 
     from mlbench import runs
     from mlbench.dist import init_from_env, shutdown
-    from mlbench.results.summary import build_result, write_result
-    from mlbench.telemetry.environment import collect
+    from mlbench.results.summary import write_result
     from mlbench.telemetry.events import EventWriter, events_path
     from mlbench.train.loop import train
 
@@ -81,31 +80,16 @@ def _run(args: argparse.Namespace, rank: int) -> int:
     finally:
         events.close()
     if dist.is_main:
-        launch = runs.read_launch(run_dir)
-        differences = task.official_differences(cfg) + launch.get("official_data_issues", [])
-        target = task.target
-        write_result(
+        result = runs.make_result(
             run_dir,
-            build_result(
-                run_id=run_id,
-                task=task.name,
-                state="finished",
-                config=asdict(cfg),
-                official=not differences,
-                official_differences=differences,
-                environment=collect(cfg.seed),
-                world_size=dist.world_size,
-                backend=dist.backend,
-                algorithm=cfg.algorithm.name,
-                goal={
-                    "metric": target.metric,
-                    "goal": cfg.goal,
-                    "threshold": target.threshold(cfg.goal),
-                    "mode": target.mode,
-                },
-                ranks=summaries,
-            ),
+            task,
+            cfg,
+            state="finished",
+            world_size=dist.world_size,
+            backend=dist.backend,
+            ranks=summaries,
         )
+        write_result(run_dir, result)
     shutdown()
     return 0
 

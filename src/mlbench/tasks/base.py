@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from mlbench.config import closed_differences, param, section
@@ -31,6 +32,15 @@ class Target:
     value: float
     light_value: float
     mode: Literal["max", "min"] = "max"
+
+    def describe(self, goal: str) -> dict[str, Any]:
+        """The goal as recorded in result.json (``reached`` is added from the measurements)."""
+        return {
+            "metric": self.metric,
+            "goal": goal,
+            "threshold": self.threshold(goal),
+            "mode": self.mode,
+        }
 
     def threshold(self, goal: str) -> float:
         return self.light_value if goal == "light" else self.value
@@ -132,6 +142,12 @@ class Task(ABC):
 
     def default_config(self) -> RunConfig:
         return self.config_cls(task=self.name)
+
+    @staticmethod
+    def data_root(cfg: RunConfig) -> Path:
+        if not cfg.data.dir:
+            raise ConfigError("data.dir is not set (use --data-dir DIR)")
+        return Path(cfg.data.dir).expanduser()
 
     def official_differences(self, cfg: RunConfig) -> list[str]:
         """Closed-division keys where ``cfg`` departs from the spec (empty = official)."""

@@ -9,7 +9,6 @@ max, gradients all-reduced over the flattened model after backward.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from mlbench.config import param, section
@@ -20,17 +19,15 @@ from mlbench.tasks.base import (
     DataInfo,
     RunConfig,
     Target,
-    Task,
     TrainConfig,
 )
-from mlbench.tasks.common import SGDConfig, build_sgd, build_sgd_schedule
+from mlbench.tasks.common import SGDConfig, SGDTask
 
 if TYPE_CHECKING:
     import torch
 
     from mlbench.data.loader import BatchLoader
     from mlbench.dist import DistContext
-    from mlbench.train.schedule import LRSchedule
 
 
 @dataclass
@@ -74,7 +71,7 @@ class Cifar10Config(RunConfig):
     algorithm: AlgorithmConfig = section(lambda: AlgorithmConfig(mode="gradients"))
 
 
-class Cifar10ResNet20(Task):
+class Cifar10ResNet20(SGDTask):
     name = "cifar10-resnet20"
     task_id = "1a"
     title = "Image classification (CIFAR-10, ResNet-20)"
@@ -82,11 +79,6 @@ class Cifar10ResNet20(Task):
     model = "ResNet-20 v1 (0.27M parameters)"
     target = Target(metric="top1", value=80.0, light_value=70.0, mode="max")
     config_cls = Cifar10Config
-
-    def _root(self, cfg: RunConfig) -> Path:
-        if not cfg.data.dir:
-            raise ConfigError("data.dir is not set (use --data-dir DIR)")
-        return Path(cfg.data.dir).expanduser()
 
     def validate(self, cfg: RunConfig, world_size: int) -> None:
         super().validate(cfg, world_size)
@@ -97,7 +89,7 @@ class Cifar10ResNet20(Task):
     def prepare_data(self, cfg: RunConfig) -> DataInfo:
         from mlbench.data import cifar10
 
-        directory, (n_train, n_val) = cifar10.ensure(self._root(cfg), cfg.data.download)
+        directory, (n_train, n_val) = cifar10.ensure(self.data_root(cfg), cfg.data.download)
         self._found_sizes = (n_train, n_val)
         train = min(n_train, cfg.data.train_samples or n_train)
         val = min(n_val, cfg.data.val_samples or n_val)
@@ -120,7 +112,7 @@ class Cifar10ResNet20(Task):
 
         assert isinstance(cfg, Cifar10Config)
         d = cfg.data
-        directory = cifar10.find(self._root(cfg))
+        directory = cifar10.find(self.data_root(cfg))
         if directory is None:
             raise ConfigError(f"CIFAR-10 not found under {d.dir}")
         out = []
@@ -160,22 +152,6 @@ class Cifar10ResNet20(Task):
 
         assert isinstance(cfg, Cifar10Config)
         return CifarResNet(cfg.model.depth, 10, cfg.model.shortcut)
-
-    def build_optimizer(
-        self, cfg: RunConfig, model: torch.nn.Module, world_size: int
-    ) -> torch.optim.Optimizer:
-        assert isinstance(cfg, Cifar10Config)
-        return build_sgd(cfg.optim, model, world_size)
-
-    def build_schedule(
-        self,
-        cfg: RunConfig,
-        optimizer: torch.optim.Optimizer,
-        world_size: int,
-        steps_per_epoch: int,
-    ) -> LRSchedule:
-        assert isinstance(cfg, Cifar10Config)
-        return build_sgd_schedule(cfg.optim, optimizer, world_size, steps_per_epoch)
 
     def loss(
         self, output: torch.Tensor, batch: tuple[torch.Tensor, ...], model: torch.nn.Module

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from mlbench.config import param
+from mlbench.tasks.base import RunConfig, Task
 
 if TYPE_CHECKING:
     import torch
@@ -69,3 +70,27 @@ def build_sgd_schedule(
         threshold=cfg.plateau_threshold,
         min_lr=cfg.min_lr,
     )
+
+
+class SGDTask(Task):
+    """A task whose config has an ``optim: SGDConfig`` section (1a, 2a)."""
+
+    @staticmethod
+    def _optim(cfg: RunConfig) -> SGDConfig:
+        optim = getattr(cfg, "optim", None)
+        assert isinstance(optim, SGDConfig), "SGDTask configs need an optim: SGDConfig section"
+        return optim
+
+    def build_optimizer(
+        self, cfg: RunConfig, model: torch.nn.Module, world_size: int
+    ) -> torch.optim.Optimizer:
+        return build_sgd(self._optim(cfg), model, world_size)
+
+    def build_schedule(
+        self,
+        cfg: RunConfig,
+        optimizer: torch.optim.Optimizer,
+        world_size: int,
+        steps_per_epoch: int,
+    ) -> LRSchedule:
+        return build_sgd_schedule(self._optim(cfg), optimizer, world_size, steps_per_epoch)

@@ -10,28 +10,25 @@ selected with ``data.dataset`` (e.g. a9a); such a run is non-official.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlbench.config import param, section
-from mlbench.errors import ConfigError, DataError
+from mlbench.errors import DataError
 from mlbench.tasks.base import (
     AlgorithmConfig,
     DataConfig,
     DataInfo,
     RunConfig,
     Target,
-    Task,
     TrainConfig,
 )
-from mlbench.tasks.common import SGDConfig, build_sgd, build_sgd_schedule
+from mlbench.tasks.common import SGDConfig, SGDTask
 
 if TYPE_CHECKING:
     import torch
 
     from mlbench.data.loader import BatchLoader
     from mlbench.dist import DistContext
-    from mlbench.train.schedule import LRSchedule
 
 OFFICIAL_SIZES = {"epsilon": (400000, 100000)}
 
@@ -73,7 +70,7 @@ class EpsilonConfig(RunConfig):
     algorithm: AlgorithmConfig = section(lambda: AlgorithmConfig(mode="weights"))
 
 
-class EpsilonLogReg(Task):
+class EpsilonLogReg(SGDTask):
     name = "epsilon-logreg"
     task_id = "2a"
     title = "Linear learning (epsilon, L2-regularised logistic regression)"
@@ -82,15 +79,10 @@ class EpsilonLogReg(Task):
     target = Target(metric="accuracy", value=89.0, light_value=80.0, mode="max")
     config_cls = EpsilonConfig
 
-    def _root(self, cfg: RunConfig) -> Path:
-        if not cfg.data.dir:
-            raise ConfigError("data.dir is not set (use --data-dir DIR)")
-        return Path(cfg.data.dir).expanduser()
-
     def prepare_data(self, cfg: RunConfig) -> DataInfo:
         from mlbench.data import libsvm
 
-        train_path, test_path = libsvm.locate(self._root(cfg), cfg.data.dataset)
+        train_path, test_path = libsvm.locate(self.data_root(cfg), cfg.data.dataset)
         n_train, n_val = libsvm.count_rows(train_path), libsvm.count_rows(test_path)
         if n_train == 0 or n_val == 0:
             raise DataError(f"LIBSVM files {train_path} / {test_path} hold no examples")
@@ -119,7 +111,7 @@ class EpsilonLogReg(Task):
         assert isinstance(cfg, EpsilonConfig)
         d = cfg.data
         self.l2 = cfg.model.l2
-        (x_train, y_train), (x_val, y_val) = libsvm.load_pair(self._root(cfg), d.dataset)
+        (x_train, y_train), (x_val, y_val) = libsvm.load_pair(self.data_root(cfg), d.dataset)
         self.n_features = x_train.shape[1]
         loaders = []
         for x, y, limit, batch, train in (
@@ -150,22 +142,6 @@ class EpsilonLogReg(Task):
         if n is None:
             raise RuntimeError("build_data must run before build_model (feature count)")
         return LogisticRegression(n)
-
-    def build_optimizer(
-        self, cfg: RunConfig, model: torch.nn.Module, world_size: int
-    ) -> torch.optim.Optimizer:
-        assert isinstance(cfg, EpsilonConfig)
-        return build_sgd(cfg.optim, model, world_size)
-
-    def build_schedule(
-        self,
-        cfg: RunConfig,
-        optimizer: torch.optim.Optimizer,
-        world_size: int,
-        steps_per_epoch: int,
-    ) -> LRSchedule:
-        assert isinstance(cfg, EpsilonConfig)
-        return build_sgd_schedule(cfg.optim, optimizer, world_size, steps_per_epoch)
 
     @staticmethod
     def _l2_term(cfg_l2: float, model: torch.nn.Module) -> torch.Tensor:
