@@ -23,6 +23,14 @@ TASKS: dict[str, str] = {
 
 ALGORITHMS: dict[str, str] = {
     "allreduce": "mlbench.algorithms.allreduce:AllReduce",
+    "adam": "mlbench.algorithms.adam:CentralizedAdam",
+    "ddp": "mlbench.algorithms.ddp:DDP",
+    "powersgd": "mlbench.algorithms.powersgd:PowerSGD",
+    "gossip": "mlbench.algorithms.gossip:Gossip",
+    "topk": "mlbench.algorithms.sparse:TopK",
+    "randomk": "mlbench.algorithms.sparse:RandomK",
+    "signsgd": "mlbench.algorithms.sign:SignSGD",
+    "localsgd": "mlbench.algorithms.localsgd:LocalSGD",
 }
 
 

@@ -95,10 +95,10 @@ def _averaging_rank(ctx: DistContext) -> tuple[list[torch.Tensor], list[torch.Te
     model = torch.nn.Sequential(torch.nn.Linear(7, 3), torch.nn.BatchNorm1d(3))
     model.train()
     model(torch.randn(4, 7))  # give BatchNorm rank-specific running stats
-    before = [t.detach().clone() for t in AllReduce._state_tensors(model)]
+    before = [t.detach().clone() for t in AllReduce.state_tensors(model)]
     algo = AllReduce(AlgorithmConfig(mode="weights", bucket_mb=0.0001), ctx)
     algo.after_step(model)
-    after = [t.detach().clone() for t in AllReduce._state_tensors(model)]
+    after = [t.detach().clone() for t in AllReduce.state_tensors(model)]
     return before, after, algo.bytes_sent
 
 

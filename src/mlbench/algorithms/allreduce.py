@@ -1,12 +1,16 @@
-"""Synchronous all-reduce averaging of gradients or of weights, in flattened buckets.
+"""Synchronous all-reduce averaging of gradients or of weights.
 
-Collectives (all synchronous, on the default process group):
+Collectives (default process group):
 
 * ``setup``: mode ``gradients`` broadcasts parameters and buffers from rank 0; mode ``weights``
   all-reduces (averages) them once, as the reference 2a implementation does.
-* ``reduce_gradients`` (mode ``gradients``): one ``all_reduce(SUM)`` per bucket of flattened
-  gradients, then scaled by 1/k. Buckets are filled in parameter order up to ``bucket_mb``.
-* ``after_step`` (mode ``weights``): the same on parameters and floating-point buffers, i.e. model
+* mode ``gradients``, ``reduce_gradients``: ``all_reduce(SUM)`` then ×1/k, on gradients —
+  by default flattened into buckets of ``bucket_mb`` (one collective per bucket, synchronous);
+  with ``per_layer`` one collective per parameter tensor; with ``overlap`` the all-reduce of each
+  gradient is started *asynchronously* from a hook as soon as backward has produced it, and
+  ``reduce_gradients`` only waits for the outstanding ones (the wait is the exposed
+  communication; the part hidden behind backward is not counted as communication time).
+* mode ``weights``, ``after_step``: the same on parameters and floating-point buffers, i.e. model
   averaging after the local step.
 
 World size 1 issues no collectives and changes nothing.
@@ -14,10 +18,9 @@ World size 1 issues no collectives and changes nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.distributed as dist
 
 from mlbench.algorithms.base import Algorithm
 
@@ -53,11 +56,23 @@ class AllReduce(Algorithm):
     def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:
         super().__init__(cfg, dist_ctx)
         self._flat: dict[int, torch.Tensor] = {}
+        self._pending: list[tuple[Any, torch.Tensor]] = []
+        self._hooks: list[Any] = []
 
-    def _average(self, tensors: list[torch.Tensor]) -> None:
-        """Average ``tensors`` in place across ranks, bucket by bucket."""
+    @property
+    def overlaps(self) -> bool:  # type: ignore[override]
+        return self.cfg.overlap and self.cfg.mode == "gradients"
+
+    # ------------------------------------------------------------------ averaging
+    def average(self, tensors: list[torch.Tensor]) -> None:
+        """Average ``tensors`` in place across ranks (per layer or in flattened buckets)."""
         k = self.dist.world_size
         if k == 1 or not tensors:
+            return
+        if self.cfg.per_layer:
+            for t in tensors:
+                self.all_reduce(t)
+                t.mul_(1.0 / k)
             return
         for i, bucket in enumerate(make_buckets(tensors, self.cfg.bucket_mb * 1e6)):
             numel = sum(t.numel() for t in bucket)
@@ -66,41 +81,53 @@ class AllReduce(Algorithm):
                 flat = torch.empty(numel, dtype=bucket[0].dtype, device=bucket[0].device)
                 self._flat[i] = flat
             torch.cat([t.reshape(-1) for t in bucket], out=flat)
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            self.all_reduce(flat)
             flat.mul_(1.0 / k)
             offset = 0
             for t in bucket:
                 t.copy_(flat[offset : offset + t.numel()].view_as(t))
                 offset += t.numel()
-            self.bytes_sent += flat.numel() * flat.element_size()
-            self.collectives += 1
 
     @staticmethod
-    def _state_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
+    def state_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
         params = [p.data for p in model.parameters()]
         buffers = [b for b in model.buffers() if b.is_floating_point()]
         return params + buffers
 
+    # ------------------------------------------------------------------ hooks
     def setup(self, model: torch.nn.Module) -> None:
-        if self.dist.world_size == 1:
-            return
         if self.cfg.mode == "weights":
+            self.dense_bytes_per_step = sum(
+                p.numel() * 4 for p in model.parameters() if p.requires_grad
+            )
             with torch.no_grad():
-                self._average(self._state_tensors(model))
+                self.average(self.state_tensors(model))
         else:
-            for t in list(model.parameters()) + list(model.buffers()):
-                dist.broadcast(t.data, src=0)
-                self.bytes_sent += t.numel() * t.element_size()
-                self.collectives += 1
+            super().setup(model)
+        if self.overlaps and self.dist.world_size > 1:
+            for p in model.parameters():
+                if p.requires_grad:
+                    self._hooks.append(p.register_post_accumulate_grad_hook(self._launch))
+
+    def _launch(self, p: torch.Tensor) -> None:
+        """Backward hook: start this gradient's all-reduce without waiting for it."""
+        assert p.grad is not None
+        self._pending.append((self.all_reduce(p.grad, async_op=True), p.grad))
 
     def reduce_gradients(self, model: torch.nn.Module) -> None:
         if self.cfg.mode != "gradients":
             return
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        self._average(grads)
+        if self.overlaps and self.dist.world_size > 1:
+            k = self.dist.world_size
+            for work, grad in self._pending:
+                work.wait()
+                grad.mul_(1.0 / k)
+            self._pending.clear()
+            return
+        self.average([p.grad for p in model.parameters() if p.grad is not None])
 
     def after_step(self, model: torch.nn.Module) -> None:
         if self.cfg.mode != "weights":
             return
         with torch.no_grad():
-            self._average(self._state_tensors(model))
+            self.average(self.state_tensors(model))

@@ -76,6 +76,15 @@ class TrainConfig:
     checkpoint_every_epochs: int | None = param(
         None, open=True, minimum=1, help="rank 0 saves model+optimizer every N epochs"
     )
+    precision: Literal["fp32", "fp16", "bf16"] = param(
+        "fp32",
+        help="fp16: autocast + dynamic loss scaling, fp32 master weights; bf16: autocast",
+    )
+    loss_scale_init: float = param(2.0**16, minimum=1, help="fp16: initial loss scale")
+    loss_scale_window: int = param(
+        2000, minimum=1, help="fp16: overflow-free steps before the scale doubles"
+    )
+    loss_scale_max: float = param(2.0**24, minimum=1, help="fp16: largest loss scale")
 
 
 @dataclass
@@ -97,15 +106,58 @@ class DataConfig:
 
 @dataclass
 class AlgorithmConfig:
-    """Which communication scheme runs, and its options."""
+    """Which communication scheme runs, and its options (one flat, typed section for all schemes).
 
-    name: str = param("allreduce", help="communication scheme (see `mlbench tasks --show`)")
+    Each option names the schemes that read it; the others ignore it. Scheme-specific checks run
+    in the scheme's ``check_config`` before any process starts.
+    """
+
+    name: str = param("allreduce", help="communication scheme (see docs/algorithms.md)")
     mode: Literal["gradients", "weights"] = param(
-        "gradients", help="all-reduce averages gradients (before the step) or weights (after)"
+        "gradients", help="allreduce/ddp: average gradients (before the step) or weights (after)"
     )
     bucket_mb: float = param(
-        25.0, open=True, minimum=0.001, help="flattened all-reduce bucket size in MB"
+        25.0, open=True, minimum=0.001, help="allreduce/adam/ddp: flattened bucket size in MB"
     )
+    per_layer: bool = param(
+        False, open=True, help="allreduce/adam: one collective per parameter tensor, no buckets"
+    )
+    overlap: bool = param(
+        False,
+        open=True,
+        help="allreduce/adam: start each gradient's all-reduce from a backward hook (async)",
+    )
+    adam_lr: float = param(1e-3, minimum=0, help="adam: learning rate (scaled like the task's)")
+    adam_betas: tuple[float, ...] = param((0.9, 0.999), help="adam: (beta1, beta2)")
+    adam_eps: float = param(1e-8, minimum=0, help="adam: epsilon")
+    adam_weight_decay: float = param(
+        0.0, minimum=0, help="adam: L2 weight decay (torch.optim.Adam)"
+    )
+    rank: int = param(2, help="powersgd: rank r of the low-rank approximation")
+    warm_start: bool = param(True, help="powersgd: reuse Q from the previous step")
+    min_compression_rate: float = param(
+        2.0, minimum=1.0, help="powersgd: compress a matrix only if it saves at least this factor"
+    )
+    start_iter: int = param(
+        2,
+        minimum=1,
+        help="powersgd: plain all-reduce before this step (torch's start_powerSGD_iter)",
+    )
+    ddp_hook: Literal["none", "powersgd"] = param(
+        "none", help="ddp: communication hook (powersgd uses rank/warm_start/... above)"
+    )
+    topology: Literal["ring", "torus", "exponential", "complete", "custom"] = param(
+        "ring", help="gossip: communication graph"
+    )
+    mixing_matrix: str | None = param(
+        None, help="gossip: JSON list of rows (or a .json file) when topology = custom"
+    )
+    fraction: float = param(0.01, help="topk/randomk: fraction of gradient entries sent, in (0, 1]")
+    error_feedback: bool = param(True, help="topk/randomk/signsgd(ef): keep the residual memory")
+    sign_variant: Literal["ef", "majority"] = param(
+        "ef", help="signsgd: scaled sign with error feedback, or majority vote"
+    )
+    local_steps: int = param(4, help="localsgd: H local steps between model averages")
 
 
 @dataclass
@@ -188,7 +240,9 @@ class Task(ABC):
         optimizer: torch.optim.Optimizer,
         world_size: int,
         steps_per_epoch: int,
-    ) -> LRSchedule: ...
+        lr_scale: float = 1.0,
+    ) -> LRSchedule:
+        """The lr schedule; every lr it sets (incl. the minimum) is multiplied by ``lr_scale``."""
 
     @abstractmethod
     def loss(

@@ -53,7 +53,11 @@ def build_sgd(cfg: SGDConfig, model: torch.nn.Module, world_size: int) -> torch.
 
 
 def build_sgd_schedule(
-    cfg: SGDConfig, optimizer: torch.optim.Optimizer, world_size: int, steps_per_epoch: int
+    cfg: SGDConfig,
+    optimizer: torch.optim.Optimizer,
+    world_size: int,
+    steps_per_epoch: int,
+    lr_scale: float = 1.0,
 ) -> LRSchedule:
     from mlbench.train.schedule import LRSchedule, scaled_lr, warmup_epochs
 
@@ -61,14 +65,14 @@ def build_sgd_schedule(
     epochs = warmup_epochs(cfg.warmup, cfg.warmup_epochs, world_size)
     return LRSchedule(
         optimizer,
-        start_lr=cfg.lr,
-        peak_lr=peak,
+        start_lr=cfg.lr * lr_scale,
+        peak_lr=peak * lr_scale,
         warmup_steps=math.ceil(epochs * steps_per_epoch),
         plateau=cfg.schedule == "plateau",
         factor=cfg.plateau_factor,
         patience=cfg.plateau_patience,
         threshold=cfg.plateau_threshold,
-        min_lr=cfg.min_lr,
+        min_lr=cfg.min_lr * lr_scale,
     )
 
 
@@ -92,5 +96,8 @@ class SGDTask(Task):
         optimizer: torch.optim.Optimizer,
         world_size: int,
         steps_per_epoch: int,
+        lr_scale: float = 1.0,
     ) -> LRSchedule:
-        return build_sgd_schedule(self._optim(cfg), optimizer, world_size, steps_per_epoch)
+        return build_sgd_schedule(
+            self._optim(cfg), optimizer, world_size, steps_per_epoch, lr_scale
+        )

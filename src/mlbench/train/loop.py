@@ -27,6 +27,7 @@ from mlbench.dist import DistContext
 from mlbench.registry import get_algorithm
 from mlbench.tasks.base import RunConfig, Task
 from mlbench.telemetry.events import EventWriter
+from mlbench.train.precision import Precision
 from mlbench.train.timer import STEP_PHASES, PhaseTimer
 
 
@@ -47,7 +48,12 @@ class RankSummary:
     step_at_target: int | None = None
     bytes_sent: int = 0
     bytes_at_target: int | None = None
+    dense_bytes: int = 0  # what dense fp32 gradient all-reduce would have sent in as many steps
     collectives: int = 0
+    algorithm_stats: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
+    skipped_steps: int = 0
+    loss_scale: float | None = None
     stop_reason: str = ""
     final_metrics: dict[str, float] = field(default_factory=dict)
     evals: int = 0
@@ -97,19 +103,37 @@ class _Trainer:
     # ------------------------------------------------------------------ main
     def run(self) -> RankSummary:
         cfg, dist, task, timer = self.cfg, self.dist, self.task, self.timer
+        tc = cfg.train
         seed_everything(cfg.seed)
         train_data, self.val_data = task.build_data(cfg, dist)
-        self.model = task.build_model(cfg).to(dist.device)
-        self.optimizer = task.build_optimizer(cfg, self.model, dist.world_size)
         steps_per_epoch = len(train_data)
         if steps_per_epoch == 0:
             raise ValueError("this rank's training shard is smaller than one batch")
-        self.schedule = task.build_schedule(cfg, self.optimizer, dist.world_size, steps_per_epoch)
         self.algorithm = get_algorithm(cfg.algorithm.name)(cfg.algorithm, dist)
+        # ``module`` is the plain model (evaluation, checkpoints); ``model`` is what trains —
+        # the same object unless the scheme wraps it (DDP)
+        self.module = task.build_model(cfg).to(dist.device)
+        self.model = self.algorithm.wrap(self.module)
+        task_optimizer = task.build_optimizer(cfg, self.module, dist.world_size)
+        self.optimizer = self.algorithm.build_optimizer(self.module, task_optimizer)
+        self.schedule = task.build_schedule(
+            cfg,
+            self.optimizer,
+            dist.world_size,
+            steps_per_epoch,
+            lr_scale=self.algorithm.lr_scale(cfg),
+        )
+        self.precision = Precision(
+            tc.precision,
+            dist.device,
+            dist,
+            init_scale=tc.loss_scale_init,
+            window=tc.loss_scale_window,
+            max_scale=tc.loss_scale_max,
+        )
         self.algorithm.setup(self.model)
         setup_bytes = self.algorithm.bytes_sent
 
-        tc = cfg.train
         planned = steps_per_epoch * tc.max_epochs
         if tc.max_steps is not None:
             planned = min(planned, tc.max_steps)
@@ -140,7 +164,12 @@ class _Trainer:
         s.wall_time = time.perf_counter() - self.wall_start
         s.phases = dict(timer.totals)
         s.bytes_sent = self.algorithm.bytes_sent - setup_bytes
+        s.dense_bytes = self.algorithm.dense_bytes_per_step * self.step
         s.collectives = self.algorithm.collectives
+        s.algorithm_stats = self.algorithm.stats()
+        s.precision = self.precision.mode
+        s.skipped_steps = self.precision.skipped_steps
+        s.loss_scale = self.precision.scale if self.precision.mode == "fp16" else None
         s.lr = self.schedule.lr
         self.emit("event", "end", 1)
         return s
@@ -151,17 +180,22 @@ class _Trainer:
         with timer.phase("data"):
             batch = next(batches)
         self.schedule.on_step(self.step)
-        with timer.phase("forward"):
+        with timer.phase("forward"), self.precision.autocast():
             output = model(batch[0])
             loss = self.task.loss(output, batch, model)
+        bytes_before = self.algorithm.bytes_sent
         with timer.phase("backward"):
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        bytes_before = self.algorithm.bytes_sent
+            self.precision.backward(loss)
+        # an overlapping scheme's wait for communication inside backward is communication
+        timer.move("backward", "communication", self.algorithm.exposed_in_backward())
         with timer.phase("communication"):
+            skip = self.precision.unscale_and_check(model)
             self.algorithm.reduce_gradients(model)
         with timer.phase("optimizer"):
-            self.optimizer.step()
+            if not skip:
+                self.optimizer.step()
+        self.precision.update(skip)
         with timer.phase("communication"):
             self.algorithm.after_step(model)
         timer.step_end()
@@ -215,10 +249,10 @@ class _Trainer:
 
     def _evaluate(self) -> bool:
         """Run validation; returns True when the goal is reached for the first time now."""
-        self.model.eval()
+        self.module.eval()
         eval_start = time.perf_counter()
         with self.timer.phase("eval"):
-            metrics = self.task.evaluate(self.model, self.val_data, self.dist)
+            metrics = self.task.evaluate(self.module, self.val_data, self.dist)
         self.model.train()
         self._last_eval_step = self.step
         self.summary.evals += 1
@@ -245,7 +279,7 @@ class _Trainer:
             if self.dist.is_main:
                 state = {
                     "step": self.step,
-                    "model": self.model.state_dict(),
+                    "model": self.module.state_dict(),
                     "optimizer": self.optimizer.state_dict(),
                     "config": asdict(self.cfg),
                 }

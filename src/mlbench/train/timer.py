@@ -39,6 +39,14 @@ class PhaseTimer:
             self.totals[name] += elapsed
             self.window[name] += elapsed
 
+    def move(self, source: str, target: str, seconds: float) -> None:
+        """Re-attribute time measured in one phase to another (e.g. communication an overlapping
+        scheme waited for inside backward). The step's wall time is unchanged."""
+        seconds = max(0.0, min(seconds, self.window[source]))
+        for acc in (self.totals, self.window):
+            acc[source] -= seconds
+            acc[target] += seconds
+
     def step_start(self) -> None:
         self._sync()
         self._step_start = time.perf_counter()
