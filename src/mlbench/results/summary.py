@@ -28,6 +28,10 @@ def _max_or_none(values: list[float | None]) -> float | None:
     return max(present) if present else None
 
 
+def _ratio(dense: float, sent: float) -> float | None:
+    return dense / sent if sent > 0 and dense > 0 else None
+
+
 def aggregate_ranks(ranks: list[dict[str, Any]]) -> dict[str, Any]:
     """Run-level numbers from per-rank summaries."""
     if not ranks:
@@ -53,6 +57,21 @@ def aggregate_ranks(ranks: list[dict[str, Any]]) -> dict[str, Any]:
         if reached
         else None,
         "bytes_sent": sum(r.get("bytes_sent", 0) for r in ranks),
+        "bytes_per_step": (
+            sum(r.get("bytes_sent", 0) for r in ranks) / slowest["steps"]
+            if slowest.get("steps")
+            else None
+        ),
+        "compression_ratio": _ratio(
+            sum(r.get("dense_bytes", 0) for r in ranks), sum(r.get("bytes_sent", 0) for r in ranks)
+        ),
+        "step_time": train_time / slowest["steps"] if slowest.get("steps") else None,
+        "exposed_communication_per_step": (
+            slowest.get("phases", {}).get("communication", 0.0) / slowest["steps"]
+            if slowest.get("steps")
+            else None
+        ),
+        "skipped_steps": max((r.get("skipped_steps", 0) for r in ranks), default=0),
         "bytes_to_target": sum(r.get("bytes_at_target") or 0 for r in ranks) if reached else None,
         "stop_reason": slowest.get("stop_reason"),
         "final_metrics": ranks[0].get("final_metrics", {}),

@@ -80,6 +80,7 @@ class _Trainer:
         self._window_steps = 0
         self._window_samples = 0
         self._window_bytes = 0
+        self._bytes_total = 0
         self._last_eval_step = -1
 
     # ------------------------------------------------------------------ events
@@ -97,6 +98,11 @@ class _Trainer:
         for name in STEP_PHASES:
             self.emit("phase", name, phases[name], "s")
         self.emit("comm", "bytes_sent", float(self._window_bytes), "B")
+        self._bytes_total += self._window_bytes
+        self.emit("comm", "bytes_total", float(self._bytes_total), "B")
+        dense = self.algorithm.dense_bytes_per_step * self._window_steps
+        if self._window_bytes > 0:
+            self.emit("comm", "compression_ratio", dense / self._window_bytes)
         self._window_loss.zero_()
         self._window_steps = self._window_samples = self._window_bytes = 0
 
