@@ -7,6 +7,9 @@ backward; a broadcast of buffers (BatchNorm statistics) from rank 0 before every
 ``ddp_hook = powersgd`` the buckets go through PyTorch's own PowerSGD communication hook
 (``rank``, ``warm_start``, ``min_compression_rate``, ``start_iter``).
 
+DDP always averages gradients; ``algorithm.mode`` is ignored. (For plain SGD from identical
+weights — task 2a — averaging the weights after the step is the same update.)
+
 Accounting: a comm hook wraps DDP's default all-reduce (or the PowerSGD hook) to count the bucket
 bytes (for PowerSGD: the compressed numel PyTorch reports, ×4 bytes) and to note when the last
 bucket was handed to communication. What backward spends after that moment is waiting for
@@ -48,8 +51,6 @@ class DDP(Algorithm):
 
     @classmethod
     def check_config(cls, cfg: AlgorithmConfig, world_size: int) -> None:
-        if cfg.mode != "gradients":
-            raise ConfigError("ddp averages gradients; algorithm.mode = weights is not possible")
         if cfg.ddp_hook == "powersgd" and cfg.rank < 1:
             raise ConfigError(f"algorithm.rank must be ≥ 1 for PowerSGD, got {cfg.rank}")
 

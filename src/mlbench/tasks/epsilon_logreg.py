@@ -176,10 +176,12 @@ class EpsilonLogReg(SGDTask):
                     sums[i] += v
                 n += len(y)
             reg = float(self._l2_term(self.l2, model))
-        bce_sum, tp_s, fp_s, fn_s, correct_s, n = global_sums([*sums, n], dist)
+        # the L2 term is summed too (weighted by shard size): with schemes whose ranks hold
+        # different models (local SGD, gossip) every rank must still report the same loss
+        bce_sum, tp_s, fp_s, fn_s, correct_s, n, reg_sum = global_sums([*sums, n, reg * n], dist)
         n = max(n, 1.0)
         return {
-            "loss": bce_sum / n + reg,
+            "loss": (bce_sum + reg_sum) / n,
             "accuracy": 100.0 * correct_s / n,
             "f1": 100.0 * f1_from_counts(tp_s, fp_s, fn_s),
             "samples": n,

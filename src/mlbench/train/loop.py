@@ -185,7 +185,6 @@ class _Trainer:
         timer.step_start()
         with timer.phase("data"):
             batch = next(batches)
-        self.schedule.on_step(self.step)
         with timer.phase("forward"), self.precision.autocast():
             output = model(batch[0])
             loss = self.task.loss(output, batch, model)
@@ -199,9 +198,10 @@ class _Trainer:
             skip = self.precision.unscale_and_check(model)
             self.algorithm.reduce_gradients(model)
         with timer.phase("optimizer"):
+            self.schedule.on_step(self.step)
             if not skip:
                 self.optimizer.step()
-        self.precision.update(skip)
+            self.precision.update(skip)
         with timer.phase("communication"):
             self.algorithm.after_step(model)
         timer.step_end()
