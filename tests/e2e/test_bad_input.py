@@ -26,6 +26,63 @@ from .helpers import mlbench
         (["run", "cifar10-resnet20", "--set", "model.depth=21"], "model.depth: 21 is not one of"),
         (["run", "epsilon-logreg", "--config", "/nonexistent.toml"], "cannot read config file"),
         (["tasks", "--show", "nope"], "unknown task"),
+        # scheme options are checked before any process starts
+        (
+            ["run", "epsilon-logreg", "--algorithm", "powersgd", "--set", "algorithm.rank=0"],
+            "algorithm.rank",
+        ),
+        (
+            ["run", "epsilon-logreg", "--algorithm", "topk", "--set", "algorithm.fraction=1.5"],
+            "algorithm.fraction",
+        ),
+        (
+            ["run", "epsilon-logreg", "--algorithm", "randomk", "--set", "algorithm.fraction=0"],
+            "algorithm.fraction",
+        ),
+        (
+            [
+                "run",
+                "epsilon-logreg",
+                "--algorithm",
+                "gossip",
+                "--workers",
+                "2",
+                "--set",
+                "algorithm.topology=torus",
+            ],
+            "torus",
+        ),
+        (
+            [
+                "run",
+                "epsilon-logreg",
+                "--algorithm",
+                "gossip",
+                "--workers",
+                "2",
+                "--set",
+                "algorithm.topology=custom",
+                "--set",
+                "algorithm.mixing_matrix=[[1,0],[0,1]]",
+            ],
+            "consensus",
+        ),
+        (
+            [
+                "run",
+                "epsilon-logreg",
+                "--algorithm",
+                "localsgd",
+                "--set",
+                "algorithm.local_steps=0",
+            ],
+            "algorithm.local_steps",
+        ),
+        (
+            ["run", "epsilon-logreg", "--algorithm", "adam", "--set", "algorithm.adam_betas=0.9"],
+            "algorithm.adam_betas",
+        ),
+        (["run", "epsilon-logreg", "--set", "train.precision=fp8"], "train.precision"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
