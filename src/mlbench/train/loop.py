@@ -196,7 +196,10 @@ class _Trainer:
         timer.move("backward", "communication", self.algorithm.exposed_in_backward())
         with timer.phase("communication"):
             skip = self.precision.unscale_and_check(model)
-            self.algorithm.reduce_gradients(model)
+            # an overflow step (agreed by all ranks) must not feed inf into error-feedback
+            # memories; overlapping schemes still collect their in-flight collectives
+            if not skip or self.algorithm.overlaps:
+                self.algorithm.reduce_gradients(model)
         with timer.phase("optimizer"):
             self.schedule.on_step(self.step)
             if not skip:
