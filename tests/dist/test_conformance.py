@@ -27,6 +27,10 @@ SCHEMES = [(name, []) for name in ALGORITHMS] + [
     ("signsgd", ["algorithm.sign_variant=majority"]),
     ("gossip", ["algorithm.topology=complete"]),
     ("localsgd", ["algorithm.local_steps=2"]),
+    # mixed precision is orthogonal to the scheme
+    ("allreduce", ["train.precision=fp16"]),
+    ("powersgd", ["train.precision=bf16"]),
+    ("topk", ["train.precision=fp16"]),
 ]
 
 
@@ -77,6 +81,15 @@ def test_scheme_runs_every_task(
             assert step_phases == pytest.approx(s["train_time"], rel=0.25)
         # metrics are global: identical on both ranks
         assert summaries[0]["final_metrics"] == summaries[1]["final_metrics"]
+        overlapping = scheme == "ddp" or "algorithm.overlap=true" in extra
+        assert summaries[0]["algorithm_stats"]["overlaps_backward"] is overlapping
+        precision = next(
+            (e.split("=")[1] for e in extra if e.startswith("train.precision")), "fp32"
+        )
+        assert all(s["precision"] == precision for s in summaries)
+        if precision == "fp16":
+            assert summaries[0]["loss_scale"] is not None
+            assert summaries[0]["skipped_steps"] == summaries[1]["skipped_steps"]
         comm = [e for e in ranks[0][task_name]["events"] if e["kind"] == "comm"]
         assert {e["name"] for e in comm} >= {"bytes_sent", "bytes_total"}
 

@@ -91,7 +91,12 @@ class Algorithm(ABC):
         return 0.0
 
     def stats(self) -> dict[str, Any]:
-        return {"bytes_sent": self.bytes_sent, "collectives": self.collectives}
+        # ``overlaps_backward``: communication time in the result is the exposed part only
+        return {
+            "bytes_sent": self.bytes_sent,
+            "collectives": self.collectives,
+            "overlaps_backward": bool(self.overlaps),
+        }
 
     # ------------------------------------------------------------------ counted collectives
     def _count(self, nbytes: int) -> None:
