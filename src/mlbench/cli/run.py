@@ -148,13 +148,18 @@ def _launch(
     def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # SIGTERM and SIGINT both stop every rank cleanly. SIGINT is set explicitly: a process
+    # started from a non-interactive shell's background job inherits it *ignored*, and Python
+    # then never installs its KeyboardInterrupt handler
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         launcher.start()
         with RunProgress(run_dir, task.target.metric, console) as progress:
             outcome = launcher.wait(on_tick=progress.tick)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
     result = _final_result(run_dir, task, cfg, args, outcome, launch_info)
     if args.json:
