@@ -21,6 +21,7 @@ EPILOG = """examples:
 
 def build_parser() -> argparse.ArgumentParser:
     from mlbench.cli import run as run_cmd
+    from mlbench.cli import serve as serve_cmd
     from mlbench.cli import tasks as tasks_cmd
 
     parser = argparse.ArgumentParser(
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     tasks_cmd.register(sub)
     run_cmd.register(sub)
+    serve_cmd.register(sub)
     worker = sub.add_parser(
         "worker", help="one rank's process (started by `mlbench run` or torchrun)", add_help=False
     )

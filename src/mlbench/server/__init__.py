@@ -1,0 +1,1 @@
+"""The master: REST API, persistent results database, (later) scheduler and dashboard."""

@@ -1,0 +1,305 @@
+"""FastAPI application: runs, their state machine, and idempotent batched event ingest.
+
+Every invalid request is a 4xx naming the field; the OpenAPI schema FastAPI serves at
+``/openapi.json`` is the contract.
+"""
+
+import math
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import Engine, and_, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from mlbench import __version__
+from mlbench.errors import MlbenchError
+from mlbench.server import db
+from mlbench.server.models import RUN_STATES, TERMINAL_STATES, Event, Run
+from mlbench.telemetry.events import KINDS
+
+# queued → running → finished | failed | cancelled; queued → cancelled
+TRANSITIONS: dict[str, set[str]] = {
+    "queued": {"running", "cancelled", "failed"},
+    "running": {"finished", "failed", "cancelled"},
+}
+assert set(TRANSITIONS) <= set(RUN_STATES)
+MAX_BATCH = 10_000
+
+
+class InvalidTransition(MlbenchError):
+    pass
+
+
+def transition(run: Run, new_state: str, reason: str | None = None) -> None:
+    """Move ``run`` along the state machine; anything else is an error."""
+    if new_state not in TRANSITIONS.get(run.state, set()):
+        raise InvalidTransition(f"run {run.id} is {run.state}; it cannot become {new_state}")
+    now = datetime.now(UTC)
+    run.state = new_state
+    if new_state == "running":
+        run.started_at = now
+    if new_state in TERMINAL_STATES:
+        run.finished_at = now
+        run.reason = reason
+
+
+# ---------------------------------------------------------------------------- request models
+
+
+class RunRequest(BaseModel):
+    task: str = Field(description="task name, see GET /api/tasks")
+    workers: int = Field(1, ge=1, le=4096)
+    backend: Literal["auto", "gloo", "nccl", "mpi"] = "auto"
+    algorithm: str = "allreduce"
+    goal: Literal["full", "light"] = "full"
+    overrides: list[Annotated[str, Field(max_length=1000)]] = Field(
+        default_factory=list, max_length=200, description="config overrides, key=value"
+    )
+    repeats: int = Field(1, ge=1, le=100, description="independent runs of each configuration")
+    workers_sweep: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
+        None, max_length=32, description="one run per worker count (replaces workers)"
+    )
+
+
+class EventIn(BaseModel):
+    run_id: str = Field(max_length=64)
+    rank: int = Field(ge=0, le=1_000_000)
+    seq: int = Field(ge=0, le=2**62)
+    time: float
+    step: int = Field(ge=0, le=2**62)
+    epoch: float
+    kind: str
+    name: str = Field(min_length=1, max_length=64)
+    value: float | None
+    unit: str | None = Field(None, max_length=16)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if v not in KINDS:
+            raise ValueError(f"kind must be one of {sorted(KINDS)}")
+        return v
+
+    @field_validator("time", "epoch", "value")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number (send null for NaN/inf)")
+        return v
+
+
+class EventBatch(BaseModel):
+    events: list[EventIn] = Field(max_length=MAX_BATCH)
+
+
+def _run_json(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "task": run.task,
+        "state": run.state,
+        "reason": run.reason,
+        "workers": run.workers,
+        "backend": run.backend,
+        "algorithm": run.algorithm,
+        "goal": run.goal,
+        "overrides": run.overrides,
+        "official": run.official,
+        "created_at": run.created_at.isoformat() if run.created_at else None,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "result": run.result,
+    }
+
+
+def _field_error(field: str, message: str, status: int = 422) -> HTTPException:
+    return HTTPException(status, detail=[{"loc": ["body", field], "msg": message}])
+
+
+# ---------------------------------------------------------------------------- the app
+
+
+def create_app(engine: Engine | None = None) -> FastAPI:
+    engine = engine or db.make_engine(db.database_url())
+    db.upgrade(engine)
+    sessions: sessionmaker[Session] = db.session_factory(engine)
+    app = FastAPI(title="mlbench master", version=__version__)
+    app.state.engine = engine
+
+    def session() -> Iterator[Session]:
+        with sessions() as s:
+            yield s
+
+    SessionDep = Annotated[Session, Depends(session)]
+
+    @app.exception_handler(InvalidTransition)
+    async def _conflict(request: Request, exc: InvalidTransition) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    def get_run(s: Session, run_id: str) -> Run:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise HTTPException(404, detail=f"run {run_id!r} not found")
+        return run
+
+    @app.get("/api/health")
+    def health() -> dict[str, Any]:
+        with engine.connect() as conn:
+            conn.execute(select(1))
+        return {"status": "ok", "version": __version__, "database": engine.dialect.name}
+
+    @app.get("/api/tasks")
+    def tasks() -> list[dict[str, Any]]:
+        from mlbench.registry import get_task, task_names
+
+        return [get_task(name).spec() for name in task_names()]
+
+    @app.post("/api/runs", status_code=201)
+    def create_runs(req: RunRequest, s: SessionDep) -> dict[str, Any]:
+        from mlbench.registry import get_task, task_names
+        from mlbench.runs import resolve_config
+
+        if req.task not in task_names():
+            raise _field_error("task", f"unknown task {req.task!r}; known: {task_names()}")
+        overrides = [*req.overrides, f"goal={req.goal}", f"algorithm.name={req.algorithm}"]
+        try:
+            task, cfg = resolve_config(req.task, overrides=overrides)
+            for k in req.workers_sweep or [req.workers]:
+                task.validate(cfg, k)
+        except MlbenchError as exc:
+            raise _field_error("overrides", str(exc)) from None
+        official = not get_task(req.task).official_differences(cfg)
+        created = []
+        for workers in req.workers_sweep or [req.workers]:
+            for _ in range(req.repeats):
+                run = Run(
+                    id=f"{time.strftime('%Y%m%d-%H%M%S')}-{req.task}-{secrets.token_hex(3)}",
+                    task=req.task,
+                    state="queued",
+                    workers=workers,
+                    backend=req.backend,
+                    algorithm=req.algorithm,
+                    goal=req.goal,
+                    overrides=list(req.overrides),
+                    official=official,
+                )
+                s.add(run)
+                created.append(run)
+        s.commit()
+        return {"runs": [_run_json(r) for r in created]}
+
+    @app.get("/api/runs")
+    def list_runs(
+        s: SessionDep,
+        state: Literal["queued", "running", "finished", "failed", "cancelled"] | None = None,
+        task: str | None = Query(None, max_length=64),
+        official: bool | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        offset: int = Query(0, ge=0),
+    ) -> dict[str, Any]:
+        q = select(Run)
+        if state is not None:
+            q = q.where(Run.state == state)
+        if task is not None:
+            q = q.where(Run.task == task)
+        if official is not None:
+            q = q.where(Run.official == official)
+        rows = s.scalars(q.order_by(Run.created_at.desc(), Run.id).limit(limit).offset(offset))
+        return {"runs": [_run_json(r) for r in rows]}
+
+    @app.get("/api/runs/{run_id}")
+    def get_one(run_id: str, s: SessionDep) -> dict[str, Any]:
+        return _run_json(get_run(s, run_id))
+
+    @app.post("/api/runs/{run_id}/cancel")
+    def cancel(run_id: str, s: SessionDep) -> dict[str, Any]:
+        run = get_run(s, run_id)
+        transition(run, "cancelled", "cancelled by user")
+        s.commit()
+        return _run_json(run)
+
+    @app.delete("/api/runs/{run_id}", status_code=204)
+    def delete_run(run_id: str, s: SessionDep) -> None:
+        run = get_run(s, run_id)
+        if run.state == "running":
+            raise HTTPException(409, detail=f"run {run_id} is running; cancel it first")
+        s.execute(delete(Event).where(Event.run_id == run_id))
+        s.delete(run)
+        s.commit()
+
+    @app.post("/api/runs/{run_id}/events")
+    def ingest(run_id: str, batch: EventBatch, s: SessionDep) -> dict[str, int]:
+        """Idempotent by (run, rank, seq): a retried batch inserts nothing twice."""
+        get_run(s, run_id)
+        for i, e in enumerate(batch.events):
+            if e.run_id != run_id:
+                raise _field_error(f"events[{i}].run_id", f"is {e.run_id!r}, not {run_id!r}")
+        if not batch.events:
+            return {"received": 0, "inserted": 0}
+        rows = [e.model_dump() for e in batch.events]
+        insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        stmt = (
+            insert(Event)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["run_id", "rank", "seq"])
+            .returning(Event.id)  # only the rows actually inserted (rowcount is unreliable)
+        )
+        inserted = len(s.execute(stmt).all())
+        s.commit()
+        return {"received": len(rows), "inserted": inserted}
+
+    @app.get("/api/runs/{run_id}/series")
+    def series(
+        run_id: str,
+        s: SessionDep,
+        kind: str = Query(max_length=16),
+        name: str = Query(max_length=64),
+        rank: int | None = Query(None, ge=0),
+        since: float | None = Query(None, description="only events with time > since"),
+        max_points: int = Query(1000, ge=1, le=100_000),
+    ) -> dict[str, Any]:
+        """One metric's time series per rank, down-sampled server-side to ≤ max_points each."""
+        get_run(s, run_id)
+        if kind not in KINDS:
+            raise HTTPException(422, detail=[{"loc": ["query", "kind"], "msg": "unknown kind"}])
+        conds = [Event.run_id == run_id, Event.kind == kind, Event.name == name]
+        if rank is not None:
+            conds.append(Event.rank == rank)
+        if since is not None:
+            conds.append(Event.time > since)
+        inner = (
+            select(
+                Event.rank,
+                Event.step,
+                Event.epoch,
+                Event.time,
+                Event.value,
+                func.row_number()
+                .over(partition_by=Event.rank, order_by=(Event.step, Event.seq))
+                .label("rn"),
+                func.count().over(partition_by=Event.rank).label("n"),
+            )
+            .where(and_(*conds))
+            .subquery()
+        )
+        stride = (inner.c.n + max_points - 1) // max_points  # SQLAlchemy 2: "/" is true division
+        q = select(inner).where((inner.c.rn - 1) % stride == 0).order_by(inner.c.rank, inner.c.rn)
+        out: dict[int, list[list[float | None]]] = {}
+        for row in s.execute(q):
+            out.setdefault(row.rank, []).append([row.step, row.epoch, row.time, row.value])
+        return {
+            "run_id": run_id,
+            "kind": kind,
+            "name": name,
+            "columns": ["step", "epoch", "time", "value"],
+            "ranks": {str(r): pts for r, pts in out.items()},
+        }
+
+    return app

@@ -1,0 +1,59 @@
+"""Engine, sessions and schema migrations.
+
+The database is a SQLite file under ``$MLBENCH_HOME`` by default (embedded, zero setup) and
+PostgreSQL when ``MLBENCH_DATABASE_URL`` points to one. Alembic migrations run on every start, so
+a master upgraded in place keeps its runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from mlbench.runs import mlbench_home
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def database_url() -> str:
+    url = os.environ.get("MLBENCH_DATABASE_URL")
+    if url:
+        return url
+    home = mlbench_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'mlbench.db'}"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(conn, _record):
+            cur = conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")  # ON DELETE CASCADE for events
+            cur.execute("PRAGMA journal_mode=WAL")  # readers don't block the ingest writer
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+    return engine
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration (idempotent)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,78 @@
+"""Real databases for the API tests: a SQLite file, and a throwaway PostgreSQL 15 cluster.
+
+The PostgreSQL fixture runs initdb + pg_ctl as the ``postgres`` user (they refuse root) on a free
+port, creates a fresh database per test, and removes the cluster at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from mlbench.launch.local import free_port
+from mlbench.server.db import make_engine
+
+PG_BIN = Path(os.environ.get("MLBENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def _as_postgres(args: list[str]) -> None:
+    cmd = ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    if not (PG_BIN / "initdb").exists():
+        pytest.fail(f"PostgreSQL binaries not found in {PG_BIN} (set MLBENCH_PG_BIN)")
+    data = Path(tempfile.mkdtemp(prefix="mlbench-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    port = free_port()
+    _as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"])
+    _as_postgres(
+        [
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(data / "log"),
+            "-o",
+            f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-w",
+            "start",
+        ]
+    )
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"])
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A fresh, empty database of each kind, per test."""
+    if request.param == "sqlite":
+        eng = make_engine(f"sqlite:///{tmp_path / 'mlbench.db'}")
+        yield eng
+        eng.dispose()
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = "t_" + secrets.token_hex(6)
+    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    eng = make_engine(f"{server}/{name}")
+    yield eng
+    eng.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()

@@ -1,0 +1,233 @@
+"""The master's REST API on real databases (a SQLite file and PostgreSQL), a fresh DB per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy.orm import Session
+
+from mlbench.server import db
+from mlbench.server.app import InvalidTransition, create_app, transition
+from mlbench.server.models import Event, Run
+from mlbench.telemetry.events import EventWriter, read_events
+
+
+@pytest.fixture
+def client(engine: Engine) -> Iterator[TestClient]:
+    with TestClient(create_app(engine)) as c:
+        yield c
+
+
+def _create(client: TestClient, **body: object) -> dict:
+    resp = client.post("/api/runs", json={"task": "epsilon-logreg", **body})
+    assert resp.status_code == 201, resp.text
+    return resp.json()["runs"][0]
+
+
+def test_health_and_schema(client: TestClient, engine: Engine) -> None:
+    health = client.get("/api/health").json()
+    assert health["status"] == "ok" and health["database"] == engine.dialect.name
+    assert {"runs", "events", "alembic_version"} <= set(inspect(engine).get_table_names())
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/runs", "/api/runs/{run_id}/events", "/api/runs/{run_id}/series"} <= set(paths)
+
+
+def test_migrations_are_idempotent(engine: Engine) -> None:
+    db.upgrade(engine)
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+
+
+def test_tasks_come_from_the_registry(client: TestClient) -> None:
+    tasks = {t["name"]: t for t in client.get("/api/tasks").json()}
+    assert tasks["cifar10-resnet20"]["target"]["value"] == 80.0
+    assert tasks["epsilon-logreg"]["target"]["light_value"] == 80.0
+
+
+def test_create_get_list_runs(client: TestClient) -> None:
+    run = _create(client, workers=2, goal="light")
+    assert run["state"] == "queued" and run["workers"] == 2 and run["official"] is True
+    assert client.get(f"/api/runs/{run['id']}").json() == run
+    other = _create(client, overrides=["data.dataset=a9a"])
+    assert other["official"] is False  # a closed-division override
+    sweep = client.post(
+        "/api/runs", json={"task": "cifar10-resnet20", "workers_sweep": [1, 2, 4], "repeats": 2}
+    ).json()["runs"]
+    assert sorted(r["workers"] for r in sweep) == [1, 1, 2, 2, 4, 4]
+    listed = client.get("/api/runs", params={"task": "cifar10-resnet20"}).json()["runs"]
+    assert len(listed) == 6
+    assert len(client.get("/api/runs", params={"official": "false"}).json()["runs"]) == 1
+    assert len(client.get("/api/runs", params={"state": "queued"}).json()["runs"]) == 8
+    assert client.get("/api/runs", params={"state": "running"}).json()["runs"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"task": "nope"}, "task"),
+        ({"task": "epsilon-logreg", "workers": 0}, "workers"),
+        ({"task": "epsilon-logreg", "overrides": ["optim.lr=fast"]}, "overrides"),
+        ({"task": "epsilon-logreg", "overrides": ["nokey"]}, "overrides"),
+        ({"task": "epsilon-logreg", "algorithm": "nope"}, "overrides"),
+        (
+            {"task": "epsilon-logreg", "algorithm": "powersgd", "overrides": ["algorithm.rank=0"]},
+            "overrides",
+        ),
+        ({"task": "epsilon-logreg", "goal": "medium"}, "goal"),
+        ({"workers": 2}, "task"),
+    ],
+)
+def test_bad_run_requests_name_the_field(client: TestClient, body: dict, field: str) -> None:
+    resp = client.post("/api/runs", json=body)
+    assert resp.status_code == 422
+    assert any(field in err["loc"] for err in resp.json()["detail"]), resp.json()
+    assert client.get("/api/runs").json()["runs"] == []
+
+
+def test_state_machine_cancel_and_delete(client: TestClient, engine: Engine) -> None:
+    run = _create(client)
+    assert client.get("/api/runs/missing").status_code == 404
+    cancelled = client.post(f"/api/runs/{run['id']}/cancel").json()
+    assert cancelled["state"] == "cancelled" and cancelled["finished_at"]
+    assert client.post(f"/api/runs/{run['id']}/cancel").status_code == 409
+    running = _create(client)
+    with Session(engine) as s:
+        r = s.get(Run, running["id"])
+        transition(r, "running")
+        s.commit()
+    assert client.delete(f"/api/runs/{running['id']}").status_code == 409
+    assert client.delete(f"/api/runs/{run['id']}").status_code == 204
+    assert client.get(f"/api/runs/{run['id']}").status_code == 404
+
+
+def test_transition_rules() -> None:
+    run = Run(id="r", state="queued")
+    transition(run, "running")
+    assert run.started_at is not None
+    transition(run, "failed", "rank 1 died")
+    assert run.reason == "rank 1 died" and run.finished_at is not None
+    for target in ("running", "finished", "queued", "cancelled"):
+        with pytest.raises(InvalidTransition):
+            transition(run, target)
+
+
+def _worker_events(tmp_path: Path, run_id: str, rank: int, n: int) -> list[dict]:
+    writer = EventWriter(tmp_path / f"rank-{rank}.jsonl", run_id, rank)
+    for i in range(n):
+        writer.emit("train", "loss", 1.0 / (i + 1), step=i, epoch=i / 10)
+        writer.emit("phase", "forward", 0.01 * i, step=i, epoch=i / 10, unit="s")
+    writer.emit("train", "loss", float("nan"), step=n, epoch=n / 10)  # diverged: stored as null
+    writer.close()
+    return read_events(tmp_path / f"rank-{rank}.jsonl")
+
+
+def _stored(engine: Engine, run_id: str) -> list[tuple]:
+    with Session(engine) as s:
+        rows = s.execute(
+            select(
+                Event.rank,
+                Event.seq,
+                Event.time,
+                Event.step,
+                Event.epoch,
+                Event.kind,
+                Event.name,
+                Event.value,
+                Event.unit,
+            )
+            .where(Event.run_id == run_id)
+            .order_by(Event.rank, Event.seq)
+        )
+        return [tuple(r) for r in rows]
+
+
+def test_ingest_is_idempotent_and_equals_the_worker_files(
+    client: TestClient, engine: Engine, tmp_path: Path
+) -> None:
+    run = _create(client)
+    records = _worker_events(tmp_path, run["id"], 0, 50) + _worker_events(
+        tmp_path, run["id"], 1, 50
+    )
+    url = f"/api/runs/{run['id']}/events"
+    first = client.post(url, json={"events": records[:120]}).json()
+    assert first == {"received": 120, "inserted": 120}
+    # a retry that overlaps what was stored, as an uploader catching up from its file would send
+    second = client.post(url, json={"events": records[100:]}).json()
+    assert second == {"received": len(records) - 100, "inserted": len(records) - 120}
+    assert client.post(url, json={"events": records}).json()["inserted"] == 0
+    expected = sorted(
+        (
+            r["rank"],
+            r["seq"],
+            r["time"],
+            r["step"],
+            r["epoch"],
+            r["kind"],
+            r["name"],
+            r["value"],
+            r.get("unit"),
+        )
+        for r in records
+    )
+    assert _stored(engine, run["id"]) == expected
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Event)) == len(records)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda e: e.update(kind="metric"), "kind"),
+        (lambda e: e.update(value="high"), "value"),
+        (lambda e: e.update(rank=-1), "rank"),
+        (lambda e: e.update(run_id="other"), "events[0].run_id"),
+        (lambda e: e.pop("seq"), "seq"),
+    ],
+)
+def test_bad_events_are_rejected_whole(
+    client: TestClient, engine: Engine, tmp_path: Path, mutate, field: str
+) -> None:
+    run = _create(client)
+    records = _worker_events(tmp_path, run["id"], 0, 2)
+    mutate(records[0])
+    resp = client.post(f"/api/runs/{run['id']}/events", json={"events": records})
+    assert resp.status_code == 422
+    assert field in str(resp.json()["detail"])
+    assert _stored(engine, run["id"]) == []
+    assert client.post("/api/runs/missing/events", json={"events": []}).status_code == 404
+
+
+def test_series_is_downsampled_per_rank(client: TestClient, tmp_path: Path) -> None:
+    run = _create(client)
+    url = f"/api/runs/{run['id']}/events"
+    for rank in (0, 1):
+        records = _worker_events(tmp_path, run["id"], rank, 1000)
+        client.post(url, json={"events": records})
+    full = client.get(
+        f"/api/runs/{run['id']}/series",
+        params={"kind": "train", "name": "loss", "rank": 0, "max_points": 5000},
+    ).json()
+    assert list(full["ranks"]) == ["0"] and len(full["ranks"]["0"]) == 1001
+    assert full["ranks"]["0"][0] == [0, 0.0, pytest.approx(full["ranks"]["0"][0][2]), 1.0]
+    assert full["ranks"]["0"][-1][3] is None  # the NaN loss, kept as null
+    small = client.get(
+        f"/api/runs/{run['id']}/series",
+        params={"kind": "train", "name": "loss", "max_points": 100},
+    ).json()["ranks"]
+    for points in small.values():
+        assert 90 <= len(points) <= 100
+        steps = [p[0] for p in points]
+        assert steps == sorted(steps) and steps[0] == 0
+    since = full["ranks"]["0"][500][2]
+    later = client.get(
+        f"/api/runs/{run['id']}/series",
+        params={"kind": "train", "name": "loss", "rank": 0, "since": since, "max_points": 5000},
+    ).json()["ranks"]["0"]
+    assert all(p[2] > since for p in later) and len(later) < 1001
+    bad = client.get(f"/api/runs/{run['id']}/series", params={"kind": "x", "name": "loss"})
+    assert bad.status_code == 422
