@@ -35,8 +35,17 @@ def new_run_id(task: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{task}-{secrets.token_hex(3)}"
 
 
-def create_run_dir(runs_dir: Path, task: str) -> Path:
+def create_run_dir(runs_dir: Path, task: str, run_id: str | None = None) -> Path:
     runs_dir.mkdir(parents=True, exist_ok=True)
+    if run_id is not None:
+        if not run_id or "/" in run_id or run_id.startswith("."):
+            raise ConfigError(f"invalid run id {run_id!r}")
+        path = runs_dir / run_id
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise ConfigError(f"run directory {path} already exists") from None
+        return path
     for _ in range(10):
         path = runs_dir / new_run_id(task)
         try:

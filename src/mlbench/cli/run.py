@@ -55,6 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--runs-dir", help="where run directories go (default $MLBENCH_HOME/runs)")
     p.add_argument("--json", action="store_true", help="print result.json instead of a table")
+    p.add_argument(
+        "--upload",
+        metavar="URL",
+        help="also upload events to this master as they are written (token: "
+        "$MLBENCH_UPLOAD_TOKEN); training never waits on it",
+    )
+    p.add_argument("--run-id", help="use this run id (the master's executor sets it)")
     p.set_defaults(func=run)
 
 
@@ -113,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads_per_worker or max(1, cores // args.workers)
 
     runs_dir = Path(args.runs_dir).expanduser() if args.runs_dir else runs.default_runs_dir()
-    run_dir = runs.create_run_dir(runs_dir, task.name)
+    run_dir = runs.create_run_dir(runs_dir, task.name, args.run_id)
     runs.write_config(run_dir, cfg)
     launch_info: dict[str, Any] = {
         "workers": args.workers,
@@ -153,6 +160,18 @@ def _launch(
     # then never installs its KeyboardInterrupt handler
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    uploader = None
+    if args.upload:
+        from mlbench.telemetry.uploader import Uploader
+
+        uploader = Uploader(
+            run_dir,
+            run_dir.name,
+            args.upload,
+            args.workers,
+            token=os.environ.get("MLBENCH_UPLOAD_TOKEN"),
+        )
+        uploader.start()
     try:
         launcher.start()
         with RunProgress(run_dir, task.target.metric, console) as progress:
@@ -160,6 +179,14 @@ def _launch(
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
+        if uploader is not None:
+            complete = uploader.finish(timeout=120)
+            uploader.close()
+            if not complete:
+                console.print(
+                    f"[yellow]events not fully uploaded ({uploader.last_error}); they are in "
+                    f"{run_dir} — `mlbench import {run_dir} --master {args.upload}` resends them"
+                )
 
     result = _final_result(run_dir, task, cfg, args, outcome, launch_info)
     if args.json:

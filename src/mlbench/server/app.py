@@ -96,6 +96,11 @@ class EventIn(BaseModel):
         return v
 
 
+class ImportRequest(BaseModel):
+    run_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    result: dict[str, Any] = Field(description="the run's result.json")
+
+
 class EventBatch(BaseModel):
     events: list[EventIn] = Field(max_length=MAX_BATCH)
 
@@ -194,6 +199,38 @@ def create_app(engine: Engine | None = None) -> FastAPI:
                 created.append(run)
         s.commit()
         return {"runs": [_run_json(r) for r in created]}
+
+    @app.post("/api/runs/import")
+    def import_run(req: ImportRequest, s: SessionDep) -> dict[str, Any]:
+        """Record a run that ran elsewhere (``mlbench import``); re-importing updates it."""
+        from mlbench.results.summary import migrate
+
+        try:
+            result = migrate(dict(req.result))
+        except (ValueError, KeyError) as exc:
+            raise _field_error("result", str(exc)) from None
+        state = result.get("state")
+        if state not in TERMINAL_STATES:
+            raise _field_error("result", f"state must be one of {TERMINAL_STATES}, not {state!r}")
+        run = s.get(Run, req.run_id)
+        if run is None:
+            goal = (result.get("goal") or {}).get("goal", "full")
+            run = Run(
+                id=req.run_id,
+                task=str(result.get("task", "")),
+                state=state,
+                workers=int(result.get("world_size") or 1),
+                backend=str(result.get("backend") or "auto"),
+                algorithm=str(result.get("algorithm") or ""),
+                goal=str(goal),
+                overrides=[],
+            )
+            s.add(run)
+        run.state, run.reason = state, result.get("reason")
+        run.official, run.result = bool(result.get("official")), result
+        run.finished_at = datetime.now(UTC)
+        s.commit()
+        return _run_json(run)
 
     @app.get("/api/runs")
     def list_runs(
