@@ -20,6 +20,8 @@ from sqlalchemy import Engine, create_engine, text
 from mlbench.launch.local import free_port
 from mlbench.server.db import make_engine
 
+from .master import Master
+
 PG_BIN = Path(os.environ.get("MLBENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
@@ -76,3 +78,13 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     with admin.connect() as conn:
         conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
     admin.dispose()
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Iterator[Master]:
+    m = Master(tmp_path / "master-home", "--no-scheduler")
+    m.start()
+    yield m
+    if m.proc and m.proc.poll() is None:
+        m.proc.terminate()
+        m.proc.wait(timeout=10)

@@ -40,7 +40,7 @@ def test_migrations_are_idempotent(engine: Engine) -> None:
     db.upgrade(engine)
     db.upgrade(engine)
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
 
 
 def test_tasks_come_from_the_registry(client: TestClient) -> None:

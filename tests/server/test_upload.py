@@ -2,75 +2,17 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from sqlalchemy import create_engine, text
 
-from mlbench.launch.local import free_port
 from mlbench.telemetry.events import read_events
 
 from ..e2e.helpers import cli_env, mlbench
-
-
-class Master:
-    """``mlbench serve`` in a subprocess, on a fixed port and SQLite file (so it can restart)."""
-
-    def __init__(self, home: Path) -> None:
-        self.home, self.port = home, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlbench.cli.main", "serve", "--port", str(self.port)],
-            env=cli_env(self.home),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("master did not start")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stored(self, run_id: str) -> list[tuple]:
-        engine = create_engine(f"sqlite:///{self.home / 'mlbench.db'}")
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT rank, seq, step, kind, name, value FROM events WHERE run_id = :r "
-                    "ORDER BY rank, seq"
-                ),
-                {"r": run_id},
-            )
-            out = [tuple(r) for r in rows]
-        engine.dispose()
-        return out
-
-
-@pytest.fixture
-def master(tmp_path: Path) -> Iterator[Master]:
-    m = Master(tmp_path / "master-home")
-    m.start()
-    yield m
-    if m.proc and m.proc.poll() is None:
-        m.proc.terminate()
-        m.proc.wait(timeout=10)
+from .master import Master
 
 
 def _expected(run_dir: Path, world_size: int) -> list[tuple]:

@@ -7,8 +7,11 @@ Every invalid request is a 4xx naming the field; the OpenAPI schema FastAPI serv
 import math
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -131,11 +134,42 @@ def _field_error(field: str, message: str, status: int = 422) -> HTTPException:
 # ---------------------------------------------------------------------------- the app
 
 
-def create_app(engine: Engine | None = None) -> FastAPI:
+@dataclass
+class SchedulerSettings:
+    """Run execution by this master (off: the API only records runs, e.g. in API tests)."""
+
+    master_url: str
+    runs_dir: Path
+    capacity_workers: int
+    data_dir: str | None = None
+    poll_seconds: float = 0.5
+
+
+def create_app(engine: Engine | None = None, scheduler: SchedulerSettings | None = None) -> FastAPI:
     engine = engine or db.make_engine(db.database_url())
     db.upgrade(engine)
     sessions: sessionmaker[Session] = db.session_factory(engine)
-    app = FastAPI(title="mlbench master", version=__version__)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        running = None
+        if scheduler is not None:
+            from mlbench.server.executor import LocalExecutor
+            from mlbench.server.scheduler import Scheduler
+
+            running = Scheduler(
+                sessions,
+                LocalExecutor(scheduler.runs_dir, scheduler.master_url),
+                capacity_workers=scheduler.capacity_workers,
+                data_dir=scheduler.data_dir,
+                poll_seconds=scheduler.poll_seconds,
+            )
+            running.start()
+        yield
+        if running is not None:
+            running.stop()
+
+    app = FastAPI(title="mlbench master", version=__version__, lifespan=lifespan)
     app.state.engine = engine
 
     def session() -> Iterator[Session]:
@@ -265,7 +299,7 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     @app.delete("/api/runs/{run_id}", status_code=204)
     def delete_run(run_id: str, s: SessionDep) -> None:
         run = get_run(s, run_id)
-        if run.state == "running":
+        if run.state == "running" or run.pid is not None:
             raise HTTPException(409, detail=f"run {run_id} is running; cancel it first")
         s.execute(delete(Event).where(Event.run_id == run_id))
         s.delete(run)

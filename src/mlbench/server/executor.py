@@ -1,0 +1,95 @@
+"""Executors start and stop runs for the scheduler. One interface, so the Kubernetes executor
+(Indexed Job + headless Service) can replace the local one without touching the scheduler.
+
+The local executor starts one ``mlbench run`` launcher process per run — the same code path as a
+user's command — in its own session, with ``--upload`` pointing back at this master so events
+stream into the database while the JSONL files stay the source of truth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+
+
+@dataclass
+class Handle:
+    pid: int
+    started: float  # process create time: a recycled pid is not our launcher
+    run_dir: Path
+
+
+class Executor(Protocol):
+    def launch(self, run_id: str, argv: list[str]) -> Handle: ...
+
+    def alive(self, handle: Handle) -> bool: ...
+
+    def stop(self, handle: Handle) -> None: ...
+
+
+class LocalExecutor:
+    def __init__(self, runs_dir: Path, master_url: str, upload_token: str | None = None) -> None:
+        self.runs_dir = runs_dir
+        self.master_url = master_url
+        self.upload_token = upload_token
+
+    def launch(self, run_id: str, argv: list[str]) -> Handle:
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.runs_dir / f"{run_id}.launcher.log", "ab")  # noqa: SIM115
+        env = dict(os.environ)
+        if self.upload_token:
+            env["MLBENCH_UPLOAD_TOKEN"] = self.upload_token
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlbench.cli.main",
+            "run",
+            *argv,
+            "--run-id",
+            run_id,
+            "--runs-dir",
+            str(self.runs_dir),
+            "--upload",
+            self.master_url,
+            "--json",
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # survives a master restart; stopped by signal to its group
+        )
+        log.close()
+        return Handle(proc.pid, psutil.Process(proc.pid).create_time(), self.runs_dir / run_id)
+
+    def alive(self, handle: Handle) -> bool:
+        try:
+            proc = psutil.Process(handle.pid)
+            return (
+                abs(proc.create_time() - handle.started) < 1.0
+                and proc.status() != psutil.STATUS_ZOMBIE
+            )
+        except psutil.NoSuchProcess:
+            return False
+
+    def stop(self, handle: Handle) -> None:
+        """SIGTERM the launcher: it stops every rank and records the run as cancelled."""
+        if self.alive(handle):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(handle.pid, signal.SIGTERM)
+
+    def reap(self) -> None:
+        """Collect exited children so they don't linger as zombies."""
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass

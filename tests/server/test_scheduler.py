@@ -1,0 +1,107 @@
+"""The scheduler in a real master: FIFO within capacity, execution, cancel, reconciliation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from mlbench.telemetry.events import read_events
+
+from .master import Master
+
+A9A = ["data.dataset=a9a", "train.log_every_steps=5"]
+
+
+@pytest.fixture
+def scheduling_master(tmp_path: Path, real_data: Path) -> Iterator[Master]:
+    m = Master(tmp_path / "home", "--capacity-workers", "2", "--data-dir", str(real_data))
+    m.start()
+    yield m
+    if m.proc and m.proc.poll() is None:
+        m.proc.terminate()
+        m.proc.wait(timeout=15)
+
+
+def _submit(m: Master, **body: Any) -> list[dict[str, Any]]:
+    resp = httpx.post(f"{m.url}/api/runs", json={"task": "epsilon-logreg", **body})
+    assert resp.status_code == 201, resp.text
+    return list(resp.json()["runs"])
+
+
+def _wait(m: Master, run_id: str, states: set[str], timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = httpx.get(f"{m.url}/api/runs/{run_id}").json()
+        if run["state"] in states:
+            return dict(run)
+        time.sleep(0.3)
+    raise AssertionError(f"run {run_id} never reached {states}: {run}")
+
+
+def _stored_equal_files(m: Master, run_id: str, world: int) -> None:
+    run_dir = m.home / "runs" / run_id
+    expected = sorted(
+        (r["rank"], r["seq"], r["step"], r["kind"], r["name"], r["value"])
+        for rank in range(world)
+        for r in read_events(run_dir / f"rank-{rank}.jsonl")
+    )
+    assert expected and m.stored(run_id) == expected
+
+
+def test_runs_execute_fifo_within_capacity(scheduling_master: Master) -> None:
+    m = scheduling_master
+    first, second = _submit(m, workers=2, goal="light", overrides=A9A, repeats=2)
+    too_big = _submit(m, workers=3, overrides=A9A)[0]
+    done1 = _wait(m, first["id"], {"finished", "failed"})
+    done2 = _wait(m, second["id"], {"finished", "failed"})
+    assert done1["state"] == done2["state"] == "finished", (done1["reason"], done2["reason"])
+    # capacity 2: the second 2-worker run started only after the first ended
+    assert done2["started_at"] >= done1["finished_at"]
+    assert done1["result"]["goal"]["reached"] is True
+    assert done1["result"]["summary"]["final_metrics"]["accuracy"] >= 80.0
+    _stored_equal_files(m, first["id"], 2)
+    failed = _wait(m, too_big["id"], {"failed"})
+    assert failed["reason"] == "needs 3 workers; capacity is 2"
+
+
+def test_cancel_a_running_run(scheduling_master: Master) -> None:
+    m = scheduling_master
+    [run] = _submit(m, workers=2, overrides=[*A9A, "train.max_epochs=500", "goal=full"])
+    _wait(m, run["id"], {"running"})
+    time.sleep(3)
+    assert httpx.post(f"{m.url}/api/runs/{run['id']}/cancel").json()["state"] == "cancelled"
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{m.url}/api/runs/{run['id']}").json()["result"] is None:
+        assert time.monotonic() < deadline, "launcher never stopped"
+        time.sleep(0.3)
+    final = httpx.get(f"{m.url}/api/runs/{run['id']}").json()
+    assert final["state"] == "cancelled" and final["result"]["state"] == "cancelled"
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if run["id"] in " ".join(p.info["cmdline"] or [])
+    ]
+
+
+def test_restart_reconciles_running_runs(scheduling_master: Master) -> None:
+    m = scheduling_master
+    [alive] = _submit(m, workers=1, overrides=[*A9A, "train.max_epochs=3", "goal=full"])
+    [gone] = _submit(m, workers=1, overrides=[*A9A, "train.max_epochs=500", "goal=full"])
+    _wait(m, alive["id"], {"running"})
+    _wait(m, gone["id"], {"running"})
+    m.kill()  # the master dies; launchers live in their own sessions
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if f"--run-id {gone['id']}" in cmd:
+            proc.kill()  # this one dies while the master is down, leaving no result
+    m.start()
+    assert _wait(m, gone["id"], {"failed"})["reason"] == "master restarted"
+    survivor = _wait(m, alive["id"], {"finished", "failed"})
+    assert survivor["state"] == "finished", survivor["reason"]
+    _stored_equal_files(m, alive["id"], 1)
