@@ -21,6 +21,7 @@ class Master:
 
     def __init__(self, home: Path, *args: str) -> None:
         self.home, self.port, self.args = home, free_port(), list(args)
+        self.token = ""
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -43,10 +44,22 @@ class Master:
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200:
+                    if not self.token:  # the first admin token, made the way a user makes it
+                        self.token = subprocess.run(
+                            [sys.executable, "-m", "mlbench.cli.main", "token", "create"],
+                            env=cli_env(self.home),
+                            capture_output=True,
+                            text=True,
+                            check=True,
+                        ).stdout.strip()
                     return
             except httpx.HTTPError:
                 time.sleep(0.2)
         raise RuntimeError("master did not start")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -6,19 +6,30 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, inspect, select
 from sqlalchemy.orm import Session
 
 from mlbench.server import db
 from mlbench.server.app import InvalidTransition, create_app, transition
-from mlbench.server.models import Event, Run
+from mlbench.server.auth import create_token
+from mlbench.server.models import Event, Run, Token
 from mlbench.telemetry.events import EventWriter, read_events
+
+
+def _token(engine: Engine, scope: str = "admin", run_id: str | None = None) -> str:
+    with Session(engine) as s:
+        token = create_token(s, "test", scope, run_id)
+        s.commit()
+    return token
 
 
 @pytest.fixture
 def client(engine: Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(engine)) as c:
+    app = create_app(engine)
+    with TestClient(app, headers={"Authorization": f"Bearer {_token(engine)}"}) as c:
         yield c
 
 
@@ -40,7 +51,11 @@ def test_migrations_are_idempotent(engine: Engine) -> None:
     db.upgrade(engine)
     db.upgrade(engine)
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+        version = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    cfg = Config()
+    cfg.set_main_option("script_location", str(db.MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert version == head and head is not None and int(head) >= 3
 
 
 def test_tasks_come_from_the_registry(client: TestClient) -> None:
@@ -231,3 +246,49 @@ def test_series_is_downsampled_per_rank(client: TestClient, tmp_path: Path) -> N
     assert all(p[2] > since for p in later) and len(later) < 1001
     bad = client.get(f"/api/runs/{run['id']}/series", params={"kind": "x", "name": "loss"})
     assert bad.status_code == 422
+
+
+def test_writes_need_a_token_and_the_right_scope(engine: Engine, tmp_path: Path) -> None:
+    app = create_app(engine)
+    admin = {"Authorization": f"Bearer {_token(engine)}"}
+    with TestClient(app) as anon:
+        assert anon.get("/api/health").status_code == 200  # probes stay open
+        run = anon.post("/api/runs", json={"task": "epsilon-logreg"}, headers=admin).json()
+        run_id = run["runs"][0]["id"]
+        other_id = anon.post("/api/runs", json={"task": "epsilon-logreg"}, headers=admin).json()[
+            "runs"
+        ][0]["id"]
+        # missing or invalid token: 401
+        assert anon.post("/api/runs", json={"task": "epsilon-logreg"}).status_code == 401
+        bad = {"Authorization": "Bearer mlb_not-a-token"}
+        assert anon.post(f"/api/runs/{run_id}/cancel", headers=bad).status_code == 401
+        assert anon.get("/api/runs").status_code == 401  # reads are closed by default
+        # an upload token may post events for its own run only, and nothing else
+        upload = {"Authorization": f"Bearer {_token(engine, 'upload', run_id)}"}
+        events = _worker_events(tmp_path, run_id, 0, 3)
+        assert (
+            anon.post(
+                f"/api/runs/{run_id}/events", json={"events": events}, headers=upload
+            ).status_code
+            == 200
+        )
+        assert (
+            anon.post(
+                f"/api/runs/{other_id}/events", json={"events": []}, headers=upload
+            ).status_code
+            == 403
+        )
+        assert anon.post(f"/api/runs/{run_id}/cancel", headers=upload).status_code == 403
+        assert anon.get("/api/runs", headers=upload).status_code == 403
+        assert anon.delete(f"/api/runs/{run_id}", headers=admin).status_code == 204
+    # tokens are stored hashed: the plaintext appears nowhere in the database
+    with Session(engine) as s:
+        stored = [row for row in s.execute(select(Token.token_hash, Token.name))]
+        assert stored and all(not h.startswith("mlb_") and len(h) == 64 for h, _ in stored)
+
+
+def test_reads_can_be_opened(engine: Engine) -> None:
+    with TestClient(create_app(engine, open_reads=True)) as anon:
+        assert anon.get("/api/runs").status_code == 200
+        assert anon.get("/api/tasks").status_code == 200
+        assert anon.post("/api/runs", json={"task": "epsilon-logreg"}).status_code == 401

@@ -29,7 +29,9 @@ def scheduling_master(tmp_path: Path, real_data: Path) -> Iterator[Master]:
 
 
 def _submit(m: Master, **body: Any) -> list[dict[str, Any]]:
-    resp = httpx.post(f"{m.url}/api/runs", json={"task": "epsilon-logreg", **body})
+    resp = httpx.post(
+        f"{m.url}/api/runs", json={"task": "epsilon-logreg", **body}, headers=m.headers
+    )
     assert resp.status_code == 201, resp.text
     return list(resp.json()["runs"])
 
@@ -37,7 +39,7 @@ def _submit(m: Master, **body: Any) -> list[dict[str, Any]]:
 def _wait(m: Master, run_id: str, states: set[str], timeout: float = 180) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = httpx.get(f"{m.url}/api/runs/{run_id}").json()
+        run = httpx.get(f"{m.url}/api/runs/{run_id}", headers=m.headers).json()
         if run["state"] in states:
             return dict(run)
         time.sleep(0.3)
@@ -75,12 +77,15 @@ def test_cancel_a_running_run(scheduling_master: Master) -> None:
     [run] = _submit(m, workers=2, overrides=[*A9A, "train.max_epochs=500", "goal=full"])
     _wait(m, run["id"], {"running"})
     time.sleep(3)
-    assert httpx.post(f"{m.url}/api/runs/{run['id']}/cancel").json()["state"] == "cancelled"
+    assert (
+        httpx.post(f"{m.url}/api/runs/{run['id']}/cancel", headers=m.headers).json()["state"]
+        == "cancelled"
+    )
     deadline = time.monotonic() + 60
-    while httpx.get(f"{m.url}/api/runs/{run['id']}").json()["result"] is None:
+    while httpx.get(f"{m.url}/api/runs/{run['id']}", headers=m.headers).json()["result"] is None:
         assert time.monotonic() < deadline, "launcher never stopped"
         time.sleep(0.3)
-    final = httpx.get(f"{m.url}/api/runs/{run['id']}").json()
+    final = httpx.get(f"{m.url}/api/runs/{run['id']}", headers=m.headers).json()
     assert final["state"] == "cancelled" and final["result"]["state"] == "cancelled"
     assert not [
         p

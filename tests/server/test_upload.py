@@ -24,7 +24,9 @@ def _expected(run_dir: Path, world_size: int) -> list[tuple]:
 
 
 def _new_run(master: Master, task: str = "epsilon-logreg") -> str:
-    resp = httpx.post(f"{master.url}/api/runs", json={"task": task, "workers": 2})
+    resp = httpx.post(
+        f"{master.url}/api/runs", json={"task": task, "workers": 2}, headers=master.headers
+    )
     assert resp.status_code == 201, resp.text
     return str(resp.json()["runs"][0]["id"])
 
@@ -54,6 +56,7 @@ def test_live_upload_stores_exactly_the_worker_files(
         "--runs-dir",
         str(runs),
         home=tmp_path,
+        MLBENCH_UPLOAD_TOKEN=master.token,
     )
     assert proc.returncode == 0, proc.stderr
     expected = _expected(runs / run_id, 2)
@@ -92,7 +95,7 @@ def test_master_killed_and_restarted_mid_run_loses_and_duplicates_nothing(
             "--runs-dir",
             str(runs),
         ],
-        env=cli_env(tmp_path),
+        env=cli_env(tmp_path, MLBENCH_UPLOAD_TOKEN=master.token),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -134,9 +137,16 @@ def test_import_a_finished_local_run_twice(master: Master, real_data: Path, tmp_
     assert proc.returncode == 0, proc.stderr
     [run_dir] = list(runs.iterdir())
     for _ in range(2):  # re-importing is safe
-        imported = mlbench("import", str(run_dir), "--master", master.url, home=tmp_path)
+        imported = mlbench(
+            "import",
+            str(run_dir),
+            "--master",
+            master.url,
+            home=tmp_path,
+            MLBENCH_TOKEN=master.token,
+        )
         assert imported.returncode == 0, imported.stderr
-    run = httpx.get(f"{master.url}/api/runs/{run_dir.name}").json()
+    run = httpx.get(f"{master.url}/api/runs/{run_dir.name}", headers=master.headers).json()
     assert run["state"] == "finished" and run["workers"] == 2
     assert run["result"]["summary"]["steps"] == 20
     assert master.stored(run_dir.name) == _expected(run_dir, 2)

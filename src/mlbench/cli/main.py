@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mlbench.cli import run as run_cmd
     from mlbench.cli import serve as serve_cmd
     from mlbench.cli import tasks as tasks_cmd
+    from mlbench.cli import token as token_cmd
 
     parser = argparse.ArgumentParser(
         prog="mlbench",
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmd.register(sub)
     serve_cmd.register(sub)
     import_cmd.register(sub)
+    token_cmd.register(sub)
     worker = sub.add_parser(
         "worker", help="one rank's process (started by `mlbench run` or torchrun)", add_help=False
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,11 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-scheduler", action="store_true", help="only record runs; never launch them"
     )
+    p.add_argument(
+        "--open-reads",
+        action="store_true",
+        default=os.environ.get("MLBENCH_OPEN_READS", "") in ("1", "true", "yes"),
+        help="let anyone read runs, events and tasks without a token ($MLBENCH_OPEN_READS=1)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
 
     import uvicorn
@@ -48,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             capacity_workers=args.capacity_workers or os.cpu_count() or 1,
             data_dir=str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None,
         )
-    app = create_app(make_engine(url), settings)
+    app = create_app(make_engine(url), settings, open_reads=args.open_reads)
     print(f"mlbench master on http://{args.host}:{args.port} (database: {url.split('@')[-1]})")
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

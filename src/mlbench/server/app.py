@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Engine, and_, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -24,8 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mlbench import __version__
 from mlbench.errors import MlbenchError
-from mlbench.server import db
-from mlbench.server.models import RUN_STATES, TERMINAL_STATES, Event, Run
+from mlbench.server import auth, db
+from mlbench.server.models import RUN_STATES, TERMINAL_STATES, Event, Run, Token
 from mlbench.telemetry.events import KINDS
 
 # queued → running → finished | failed | cancelled; queued → cancelled
@@ -145,7 +146,13 @@ class SchedulerSettings:
     poll_seconds: float = 0.5
 
 
-def create_app(engine: Engine | None = None, scheduler: SchedulerSettings | None = None) -> FastAPI:
+def create_app(
+    engine: Engine | None = None,
+    scheduler: SchedulerSettings | None = None,
+    *,
+    open_reads: bool = False,
+) -> FastAPI:
+    """The master. Writes need a bearer token; reads too unless ``open_reads``."""
     engine = engine or db.make_engine(db.database_url())
     db.upgrade(engine)
     sessions: sessionmaker[Session] = db.session_factory(engine)
@@ -177,6 +184,35 @@ def create_app(engine: Engine | None = None, scheduler: SchedulerSettings | None
             yield s
 
     SessionDep = Annotated[Session, Depends(session)]
+    bearer = HTTPBearer(auto_error=False)
+
+    def caller(
+        s: SessionDep, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> Token | None:
+        if creds is None:
+            return None
+        token = auth.lookup(s, creds.credentials)
+        if token is None:
+            raise HTTPException(401, detail="invalid token", headers={"WWW-Authenticate": "Bearer"})
+        return token
+
+    Caller = Annotated[Token | None, Depends(caller)]
+
+    def admin(token: Caller) -> Token:
+        if token is None:
+            raise HTTPException(
+                401, detail="a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if token.scope != "admin":
+            raise HTTPException(403, detail=f"a {token.scope} token cannot do this")
+        return token
+
+    def reader(token: Caller) -> None:
+        if not open_reads:
+            admin(token)
+
+    Admin = Depends(admin)
+    Reader = Depends(reader)
 
     @app.exception_handler(InvalidTransition)
     async def _conflict(request: Request, exc: InvalidTransition) -> JSONResponse:
@@ -194,13 +230,13 @@ def create_app(engine: Engine | None = None, scheduler: SchedulerSettings | None
             conn.execute(select(1))
         return {"status": "ok", "version": __version__, "database": engine.dialect.name}
 
-    @app.get("/api/tasks")
+    @app.get("/api/tasks", dependencies=[Reader])
     def tasks() -> list[dict[str, Any]]:
         from mlbench.registry import get_task, task_names
 
         return [get_task(name).spec() for name in task_names()]
 
-    @app.post("/api/runs", status_code=201)
+    @app.post("/api/runs", status_code=201, dependencies=[Admin])
     def create_runs(req: RunRequest, s: SessionDep) -> dict[str, Any]:
         from mlbench.registry import get_task, task_names
         from mlbench.runs import resolve_config
@@ -234,7 +270,7 @@ def create_app(engine: Engine | None = None, scheduler: SchedulerSettings | None
         s.commit()
         return {"runs": [_run_json(r) for r in created]}
 
-    @app.post("/api/runs/import")
+    @app.post("/api/runs/import", dependencies=[Admin])
     def import_run(req: ImportRequest, s: SessionDep) -> dict[str, Any]:
         """Record a run that ran elsewhere (``mlbench import``); re-importing updates it."""
         from mlbench.results.summary import migrate
@@ -266,7 +302,7 @@ def create_app(engine: Engine | None = None, scheduler: SchedulerSettings | None
         s.commit()
         return _run_json(run)
 
-    @app.get("/api/runs")
+    @app.get("/api/runs", dependencies=[Reader])
     def list_runs(
         s: SessionDep,
         state: Literal["queued", "running", "finished", "failed", "cancelled"] | None = None,
@@ -285,18 +321,18 @@ def create_app(engine: Engine | None = None, scheduler: SchedulerSettings | None
         rows = s.scalars(q.order_by(Run.created_at.desc(), Run.id).limit(limit).offset(offset))
         return {"runs": [_run_json(r) for r in rows]}
 
-    @app.get("/api/runs/{run_id}")
+    @app.get("/api/runs/{run_id}", dependencies=[Reader])
     def get_one(run_id: str, s: SessionDep) -> dict[str, Any]:
         return _run_json(get_run(s, run_id))
 
-    @app.post("/api/runs/{run_id}/cancel")
+    @app.post("/api/runs/{run_id}/cancel", dependencies=[Admin])
     def cancel(run_id: str, s: SessionDep) -> dict[str, Any]:
         run = get_run(s, run_id)
         transition(run, "cancelled", "cancelled by user")
         s.commit()
         return _run_json(run)
 
-    @app.delete("/api/runs/{run_id}", status_code=204)
+    @app.delete("/api/runs/{run_id}", status_code=204, dependencies=[Admin])
     def delete_run(run_id: str, s: SessionDep) -> None:
         run = get_run(s, run_id)
         if run.state == "running" or run.pid is not None:
@@ -306,8 +342,13 @@ def create_app(engine: Engine | None = None, scheduler: SchedulerSettings | None
         s.commit()
 
     @app.post("/api/runs/{run_id}/events")
-    def ingest(run_id: str, batch: EventBatch, s: SessionDep) -> dict[str, int]:
-        """Idempotent by (run, rank, seq): a retried batch inserts nothing twice."""
+    def ingest(run_id: str, batch: EventBatch, s: SessionDep, token: Caller) -> dict[str, int]:
+        """Idempotent by (run, rank, seq): a retried batch inserts nothing twice. Needs an admin
+        token or the upload token of this run."""
+        if token is None:
+            raise HTTPException(401, detail="a bearer token is required")
+        if token.scope != "admin" and token.run_id != run_id:
+            raise HTTPException(403, detail="this upload token belongs to another run")
         get_run(s, run_id)
         for i, e in enumerate(batch.events):
             if e.run_id != run_id:
@@ -326,7 +367,7 @@ def create_app(engine: Engine | None = None, scheduler: SchedulerSettings | None
         s.commit()
         return {"received": len(rows), "inserted": inserted}
 
-    @app.get("/api/runs/{run_id}/series")
+    @app.get("/api/runs/{run_id}/series", dependencies=[Reader])
     def series(
         run_id: str,
         s: SessionDep,

@@ -28,7 +28,7 @@ class Handle:
 
 
 class Executor(Protocol):
-    def launch(self, run_id: str, argv: list[str]) -> Handle: ...
+    def launch(self, run_id: str, argv: list[str], upload_token: str) -> Handle: ...
 
     def alive(self, handle: Handle) -> bool: ...
 
@@ -36,17 +36,14 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    def __init__(self, runs_dir: Path, master_url: str, upload_token: str | None = None) -> None:
+    def __init__(self, runs_dir: Path, master_url: str) -> None:
         self.runs_dir = runs_dir
         self.master_url = master_url
-        self.upload_token = upload_token
 
-    def launch(self, run_id: str, argv: list[str]) -> Handle:
+    def launch(self, run_id: str, argv: list[str], upload_token: str) -> Handle:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.runs_dir / f"{run_id}.launcher.log", "ab")  # noqa: SIM115
-        env = dict(os.environ)
-        if self.upload_token:
-            env["MLBENCH_UPLOAD_TOKEN"] = self.upload_token
+        env = dict(os.environ, MLBENCH_UPLOAD_TOKEN=upload_token)  # scoped to this run only
         cmd = [
             sys.executable,
             "-m",

@@ -76,3 +76,17 @@ class Event(Base):
     name: Mapped[str] = mapped_column(String(64))
     value: Mapped[float | None] = mapped_column(Float)
     unit: Mapped[str | None] = mapped_column(String(16))
+
+
+class Token(Base):
+    """A bearer token. ``scope`` is ``admin`` (every write) or ``upload`` (events of ``run_id``).
+    Only the SHA-256 of the token is stored; the token itself is shown once, at creation."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

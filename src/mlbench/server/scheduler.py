@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mlbench.server.auth import create_token
 from mlbench.server.executor import Executor, Handle
 from mlbench.server.models import Run
 
@@ -145,7 +146,8 @@ class Scheduler:
                     continue
                 if busy + run.workers > self.capacity:
                     break
-                handle = self.executor.launch(run.id, run_argv(run, self.data_dir))
+                upload_token = create_token(s, f"upload {run.id}", "upload", run.id)
+                handle = self.executor.launch(run.id, run_argv(run, self.data_dir), upload_token)
                 run.state, run.started_at = "running", datetime.now(UTC)
                 run.pid, run.pid_started, run.run_dir = (
                     handle.pid,
