@@ -62,6 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "$MLBENCH_UPLOAD_TOKEN); training never waits on it",
     )
     p.add_argument("--run-id", help="use this run id (the master's executor sets it)")
+    p.add_argument(
+        "--master",
+        metavar="URL",
+        help="submit to this master instead of running here (token: $MLBENCH_TOKEN)",
+    )
     p.set_defaults(func=run)
 
 
@@ -102,6 +107,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     if args.threads_per_worker is not None and args.threads_per_worker < 1:
         raise ConfigError("--threads-per-worker must be at least 1")
+    if args.master:
+        from mlbench.cli.client import submit
+
+        extra = [o for o in _overrides(args) if not o.startswith("data.dir=")]
+        if args.data_dir is not None:  # a path on the master's machine: send it as given
+            extra.append(f"data.dir={args.data_dir}")
+        return submit(args, extra)
     if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
         raise ConfigError(f"data directory {args.data_dir} does not exist")
     task, cfg = runs.resolve_config(args.task, config_file=args.config, overrides=_overrides(args))

@@ -4,9 +4,12 @@ Every invalid request is a 4xx naming the field; the OpenAPI schema FastAPI serv
 ``/openapi.json`` is the contract.
 """
 
+import io
+import json
 import math
 import secrets
 import time
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Engine, and_, delete, func, select
@@ -126,6 +129,23 @@ def _run_json(run: Run) -> dict[str, Any]:
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "result": run.result,
     }
+
+
+def _event_json(e: Event) -> dict[str, Any]:
+    out = {
+        "run_id": e.run_id,
+        "rank": e.rank,
+        "seq": e.seq,
+        "time": e.time,
+        "step": e.step,
+        "epoch": e.epoch,
+        "kind": e.kind,
+        "name": e.name,
+        "value": e.value,
+    }
+    if e.unit is not None:
+        out["unit"] = e.unit
+    return out
 
 
 def _field_error(field: str, message: str, status: int = 422) -> HTTPException:
@@ -340,6 +360,57 @@ def create_app(
         s.execute(delete(Event).where(Event.run_id == run_id))
         s.delete(run)
         s.commit()
+
+    @app.get("/api/runs/{run_id}/logs", dependencies=[Reader])
+    def logs(
+        run_id: str,
+        s: SessionDep,
+        rank: int = Query(0, ge=0, le=100_000),
+        stream: Literal["stdout", "stderr"] = "stdout",
+        offset: int = Query(0, ge=0),
+        limit: int = Query(65536, ge=1, le=1 << 20),
+    ) -> dict[str, Any]:
+        """A rank's stdout/stderr from byte ``offset`` (poll with ``next_offset`` to follow)."""
+        run = get_run(s, run_id)
+        if run.run_dir is None:
+            raise HTTPException(404, detail=f"run {run_id} has no logs on this master")
+        path = Path(run.run_dir) / f"rank-{rank}.{stream}"
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(limit)
+        except FileNotFoundError:
+            data = b""
+        return {"text": data.decode("utf-8", "replace"), "next_offset": offset + len(data)}
+
+    @app.get("/api/runs/{run_id}/download", dependencies=[Reader])
+    def download(run_id: str, s: SessionDep) -> Response:
+        """Everything the run produced, as a zip: result.json, the config, per-rank events (from
+        the database) and, when this master ran it, every file of its run directory."""
+        run = get_run(s, run_id)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(f"{run_id}/run.json", json.dumps(_run_json(run), indent=2))
+            if run.result is not None:
+                zf.writestr(f"{run_id}/result.json", json.dumps(run.result, indent=2))
+            ranks = s.scalars(select(Event.rank).where(Event.run_id == run_id).distinct())
+            for rank in sorted(ranks):
+                rows = s.scalars(
+                    select(Event)
+                    .where(Event.run_id == run_id, Event.rank == rank)
+                    .order_by(Event.seq)
+                )
+                lines = (json.dumps(_event_json(e), separators=(",", ":")) for e in rows)
+                zf.writestr(f"{run_id}/events/rank-{rank}.jsonl", "\n".join(lines) + "\n")
+            if run.run_dir and Path(run.run_dir).is_dir():
+                for f in sorted(Path(run.run_dir).iterdir()):
+                    if f.is_file():
+                        zf.write(f, f"{run_id}/files/{f.name}")
+        return Response(
+            buf.getvalue(),
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{run_id}.zip"'},
+        )
 
     @app.post("/api/runs/{run_id}/events")
     def ingest(run_id: str, batch: EventBatch, s: SessionDep, token: Caller) -> dict[str, int]:

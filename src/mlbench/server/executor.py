@@ -9,6 +9,7 @@ stream into the database while the JSONL files stay the source of truth.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -23,8 +24,8 @@ import psutil
 @dataclass
 class Handle:
     pid: int
-    started: float  # process create time: a recycled pid is not our launcher
-    run_dir: Path
+    started: float  # process create time (informational)
+    run_dir: Path  # its name is the run id, which the launcher's command line carries
 
 
 class Executor(Protocol):
@@ -70,14 +71,18 @@ class LocalExecutor:
         return Handle(proc.pid, psutil.Process(proc.pid).create_time(), self.runs_dir / run_id)
 
     def alive(self, handle: Handle) -> bool:
+        """Is our launcher still running? Identity is its command line (``--run-id ID``), not
+        pid + create time: psutil derives create time from the kernel's boot time, which drifts
+        on some VMs, and a recycled pid will not carry this run's id."""
         try:
             proc = psutil.Process(handle.pid)
-            return (
-                abs(proc.create_time() - handle.started) < 1.0
-                and proc.status() != psutil.STATUS_ZOMBIE
-            )
-        except psutil.NoSuchProcess:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return False
+            cmdline = proc.cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             return False
+        run_id = handle.run_dir.name
+        return any(a == "--run-id" and b == run_id for a, b in itertools.pairwise(cmdline))
 
     def stop(self, handle: Handle) -> None:
         """SIGTERM the launcher: it stops every rank and records the run as cancelled."""

@@ -1,0 +1,113 @@
+"""The CLI against a real master: submit with run --master, status, download, cancel, delete."""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlbench.telemetry.events import read_events
+
+from ..e2e.helpers import mlbench
+from .master import Master
+
+
+@pytest.fixture
+def scheduling_master(tmp_path: Path, real_data: Path) -> Iterator[Master]:
+    m = Master(tmp_path / "home", "--capacity-workers", "2", "--data-dir", str(real_data))
+    m.start()
+    yield m
+    if m.proc and m.proc.poll() is None:
+        m.proc.terminate()
+        m.proc.wait(timeout=15)
+
+
+def test_submit_watch_download_delete(scheduling_master: Master, tmp_path: Path) -> None:
+    m = scheduling_master
+    env = {"MLBENCH_TOKEN": m.token, "MLBENCH_MASTER": m.url}
+    submitted = mlbench(
+        "run",
+        "epsilon-logreg",
+        "--workers",
+        "2",
+        "--goal",
+        "light",
+        "--set",
+        "data.dataset=a9a",
+        "--master",
+        m.url,
+        "--json",
+        home=tmp_path,
+        **env,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    [run] = json.loads(submitted.stdout)
+    assert run["state"] == "queued" and run["goal"] == "light" and run["workers"] == 2
+    deadline = time.monotonic() + 180
+    while True:
+        status = mlbench("status", run["id"], "--json", home=tmp_path, **env)
+        assert status.returncode == 0, status.stderr
+        state = json.loads(status.stdout)["state"]
+        if state in ("finished", "failed"):
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert state == "finished"
+    listed = json.loads(mlbench("status", "--json", home=tmp_path, **env).stdout)
+    assert [r["id"] for r in listed] == [run["id"]]
+    table = mlbench("status", home=tmp_path, COLUMNS="250", **env)
+    assert run["id"] in table.stdout and "finished" in table.stdout
+
+    out = tmp_path / "run.zip"
+    dl = mlbench("download", run["id"], "-o", str(out), home=tmp_path, **env)
+    assert dl.returncode == 0, dl.stderr
+    with zipfile.ZipFile(out) as zf:
+        names = set(zf.namelist())
+        result = json.loads(zf.read(f"{run['id']}/result.json"))
+        assert result["goal"]["reached"] is True
+        run_dir = m.home / "runs" / run["id"]
+        for rank in (0, 1):
+            from_db = [
+                json.loads(line)
+                for line in zf.read(f"{run['id']}/events/rank-{rank}.jsonl").splitlines()
+            ]
+            from_file = read_events(run_dir / f"rank-{rank}.jsonl")
+            assert [(e["seq"], e["name"], e["value"]) for e in from_db] == [
+                (e["seq"], e["name"], e["value"]) for e in from_file
+            ]
+        assert f"{run['id']}/files/rank-1.stderr" in names
+    logs = httpx.get(
+        f"{m.url}/api/runs/{run['id']}/logs", params={"rank": 0}, headers=m.headers
+    ).json()
+    assert logs["next_offset"] == len(logs["text"].encode())
+
+    again = mlbench("cancel", run["id"], home=tmp_path, **env)
+    assert again.returncode == 2 and "HTTP 409" in again.stderr  # a finished run stays finished
+    assert mlbench("delete", run["id"], home=tmp_path, **env).returncode == 0
+    gone = mlbench("status", run["id"], home=tmp_path, **env)
+    assert gone.returncode == 2 and "HTTP 404" in gone.stderr
+
+
+def test_client_errors_are_one_line(scheduling_master: Master, tmp_path: Path) -> None:
+    m = scheduling_master
+    no_token = mlbench("status", "--master", m.url, home=tmp_path)
+    assert no_token.returncode == 2 and "set $MLBENCH_TOKEN" in no_token.stderr
+    bad = mlbench(
+        "run",
+        "epsilon-logreg",
+        "--set",
+        "optim.lr=fast",
+        "--master",
+        m.url,
+        home=tmp_path,
+        MLBENCH_TOKEN=m.token,
+    )
+    assert bad.returncode == 2 and "overrides" in bad.stderr and "optim.lr" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    down = mlbench("status", "--master", "http://127.0.0.1:9", home=tmp_path)
+    assert down.returncode == 2 and "unreachable" in down.stderr
