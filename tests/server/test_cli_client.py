@@ -5,26 +5,14 @@ from __future__ import annotations
 import json
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from mlbench.telemetry.events import read_events
 
 from ..e2e.helpers import mlbench
 from .master import Master
-
-
-@pytest.fixture
-def scheduling_master(tmp_path: Path, real_data: Path) -> Iterator[Master]:
-    m = Master(tmp_path / "home", "--capacity-workers", "2", "--data-dir", str(real_data))
-    m.start()
-    yield m
-    if m.proc and m.proc.poll() is None:
-        m.proc.terminate()
-        m.proc.wait(timeout=15)
 
 
 def test_submit_watch_download_delete(scheduling_master: Master, tmp_path: Path) -> None:

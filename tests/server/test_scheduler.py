@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
-import pytest
 
 from mlbench.telemetry.events import read_events
 
 from .master import Master
 
 A9A = ["data.dataset=a9a", "train.log_every_steps=5"]
-
-
-@pytest.fixture
-def scheduling_master(tmp_path: Path, real_data: Path) -> Iterator[Master]:
-    m = Master(tmp_path / "home", "--capacity-workers", "2", "--data-dir", str(real_data))
-    m.start()
-    yield m
-    if m.proc and m.proc.poll() is None:
-        m.proc.terminate()
-        m.proc.wait(timeout=15)
 
 
 def _submit(m: Master, **body: Any) -> list[dict[str, Any]]:
