@@ -292,3 +292,19 @@ def test_reads_can_be_opened(engine: Engine) -> None:
         assert anon.get("/api/runs").status_code == 200
         assert anon.get("/api/tasks").status_code == 200
         assert anon.post("/api/runs", json={"task": "epsilon-logreg"}).status_code == 401
+
+
+def test_creation_order_is_strict_for_fifo(client: TestClient, engine: Engine) -> None:
+    # runs submitted within the same second (and several in one request) keep submission order
+    ids = [_create(client)["id"] for _ in range(3)]
+    ids += [
+        r["id"]
+        for r in client.post("/api/runs", json={"task": "epsilon-logreg", "repeats": 3}).json()[
+            "runs"
+        ]
+    ]
+    with Session(engine) as s:
+        ordered = list(s.scalars(select(Run.id).order_by(Run.created_at)))
+        stamps = list(s.scalars(select(Run.created_at).order_by(Run.created_at)))
+    assert ordered == ids
+    assert len(set(stamps)) == len(stamps)

@@ -8,12 +8,13 @@ import io
 import json
 import math
 import secrets
+import threading
 import time
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -124,11 +125,32 @@ def _run_json(run: Run) -> dict[str, Any]:
         "goal": run.goal,
         "overrides": run.overrides,
         "official": run.official,
-        "created_at": run.created_at.isoformat() if run.created_at else None,
-        "started_at": run.started_at.isoformat() if run.started_at else None,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
         "result": run.result,
     }
+
+
+_last_stamp = datetime.min.replace(tzinfo=UTC)
+_stamp_lock = threading.Lock()
+
+
+def _next_stamp(after: datetime | None = None) -> datetime:
+    """A creation time later than every earlier one handed out by this process."""
+    global _last_stamp
+    with _stamp_lock:
+        now = datetime.now(UTC)
+        floor = max(_last_stamp, after or _last_stamp) + timedelta(microseconds=1)
+        _last_stamp = max(now, floor)
+        return _last_stamp
+
+
+def _iso(dt: datetime | None) -> str | None:
+    """ISO 8601 in UTC; SQLite returns naive datetimes (stored as UTC), PostgreSQL aware ones."""
+    if dt is None:
+        return None
+    return (dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)).isoformat()
 
 
 def _event_json(e: Event) -> dict[str, Any]:
@@ -272,9 +294,14 @@ def create_app(
             raise _field_error("overrides", str(exc)) from None
         official = not get_task(req.task).official_differences(cfg)
         created = []
+        # FIFO order is submission order: stamp it here, strictly increasing, at microsecond
+        # resolution (SQLite's now() has whole seconds, so same-second runs would tie)
+        stamp = _next_stamp()
         for workers in req.workers_sweep or [req.workers]:
             for _ in range(req.repeats):
+                stamp = _next_stamp(stamp)
                 run = Run(
+                    created_at=stamp,
                     id=f"{time.strftime('%Y%m%d-%H%M%S')}-{req.task}-{secrets.token_hex(3)}",
                     task=req.task,
                     state="queued",
