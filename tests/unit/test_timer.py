@@ -180,3 +180,21 @@ def test_without_sync_async_work_would_be_misattributed():
         dev.sync()
     assert t.totals["forward"] < 0.03
     assert t.totals["optimizer"] >= 0.05
+
+
+def test_move_reattributes_without_changing_step_time() -> None:
+    from mlbench.train.timer import PhaseTimer
+
+    timer = PhaseTimer()
+    timer.step_start()
+    with timer.phase("backward"):
+        time.sleep(0.02)
+    step = timer.step_end()
+    timer.move("backward", "communication", 0.005)
+    assert timer.totals["communication"] == pytest.approx(0.005)
+    assert timer.totals["backward"] + timer.totals["communication"] == pytest.approx(
+        timer.window["backward"] + timer.window["communication"]
+    )
+    assert timer.train_time == step  # the step's wall time is unchanged
+    timer.move("backward", "communication", 10.0)  # never more than the phase measured
+    assert timer.totals["backward"] == pytest.approx(0.0, abs=1e-12)
