@@ -164,7 +164,7 @@ def _stored(engine: Engine, run_id: str) -> list[tuple]:
 def test_ingest_is_idempotent_and_equals_the_worker_files(
     client: TestClient, engine: Engine, tmp_path: Path
 ) -> None:
-    run = _create(client)
+    run = _create(client, workers=2)
     records = _worker_events(tmp_path, run["id"], 0, 50) + _worker_events(
         tmp_path, run["id"], 1, 50
     )
@@ -200,6 +200,7 @@ def test_ingest_is_idempotent_and_equals_the_worker_files(
         (lambda e: e.update(kind="metric"), "kind"),
         (lambda e: e.update(value="high"), "value"),
         (lambda e: e.update(rank=-1), "rank"),
+        (lambda e: e.update(rank=1), "events[0].rank"),  # the run has 1 rank
         (lambda e: e.update(run_id="other"), "events[0].run_id"),
         (lambda e: e.pop("seq"), "seq"),
     ],
@@ -218,7 +219,7 @@ def test_bad_events_are_rejected_whole(
 
 
 def test_series_is_downsampled_per_rank(client: TestClient, tmp_path: Path) -> None:
-    run = _create(client)
+    run = _create(client, workers=2)
     url = f"/api/runs/{run['id']}/events"
     for rank in (0, 1):
         records = _worker_events(tmp_path, run["id"], rank, 1000)

@@ -18,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import Engine, and_, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -31,6 +32,7 @@ from mlbench import __version__
 from mlbench.errors import MlbenchError
 from mlbench.server import auth, db
 from mlbench.server.models import RUN_STATES, TERMINAL_STATES, Event, Run, Token
+from mlbench.server.stream import Cursor, CursorError, RunStream
 from mlbench.telemetry.events import KINDS
 
 # queued → running → finished | failed | cancelled; queued → cancelled
@@ -193,8 +195,10 @@ def create_app(
     scheduler: SchedulerSettings | None = None,
     *,
     open_reads: bool = False,
+    stream_interval: float = 0.5,
 ) -> FastAPI:
-    """The master. Writes need a bearer token; reads too unless ``open_reads``."""
+    """The master. Writes need a bearer token; reads too unless ``open_reads``.
+    ``stream_interval``: how often a live stream looks for new events and log lines."""
     engine = engine or db.make_engine(db.database_url())
     db.upgrade(engine)
     sessions: sessionmaker[Session] = db.session_factory(engine)
@@ -225,7 +229,9 @@ def create_app(
         with sessions() as s:
             yield s
 
-    SessionDep = Annotated[Session, Depends(session)]
+    # "function" scope: the session closes when the endpoint returns, not when its response has
+    # been sent, so a long-lived stream never holds a pooled connection
+    SessionDep = Annotated[Session, Depends(session, scope="function")]
     bearer = HTTPBearer(auto_error=False)
 
     def caller(
@@ -447,10 +453,12 @@ def create_app(
             raise HTTPException(401, detail="a bearer token is required")
         if token.scope != "admin" and token.run_id != run_id:
             raise HTTPException(403, detail="this upload token belongs to another run")
-        get_run(s, run_id)
+        run = get_run(s, run_id)
         for i, e in enumerate(batch.events):
             if e.run_id != run_id:
                 raise _field_error(f"events[{i}].run_id", f"is {e.run_id!r}, not {run_id!r}")
+            if e.rank >= run.workers:
+                raise _field_error(f"events[{i}].rank", f"run {run_id} has {run.workers} ranks")
         if not batch.events:
             return {"received": 0, "inserted": 0}
         rows = [e.model_dump() for e in batch.events]
@@ -464,6 +472,56 @@ def create_app(
         inserted = len(s.execute(stmt).all())
         s.commit()
         return {"received": len(rows), "inserted": inserted}
+
+    def stream_source(
+        run_id: str,
+        s: SessionDep,
+        kind: Annotated[
+            list[str] | None, Query(max_length=len(KINDS), description="only these kinds")
+        ] = None,
+        logs: bool = Query(True, description="also stream stdout/stderr lines"),
+        from_now: bool = Query(False, description="skip what the run produced so far"),
+        cursor: str | None = Query(None, max_length=200_000, description="resume here"),
+        last_event_id: str | None = Header(None, max_length=200_000),
+    ) -> RunStream:
+        run = get_run(s, run_id)
+        for k in kind or []:
+            if k not in KINDS:
+                raise HTTPException(
+                    422, detail=[{"loc": ["query", "kind"], "msg": f"unknown kind {k!r}"}]
+                )
+        position = last_event_id or cursor  # a reconnecting EventSource sends the header
+        try:
+            if position:
+                start = Cursor.parse(position, run.workers)
+            elif from_now:
+                start = RunStream.now_cursor(sessions, run, run.workers)
+            else:
+                start = Cursor.start(run.workers)
+        except CursorError as exc:
+            field = ["header", "last-event-id"] if last_event_id else ["query", "cursor"]
+            raise HTTPException(422, detail=[{"loc": field, "msg": str(exc)}]) from None
+        return RunStream(
+            sessions,
+            run_id,
+            start,
+            kinds=kind,
+            logs=logs,
+            run_json=_run_json,
+            event_json=_event_json,
+        )
+
+    @app.get("/api/runs/{run_id}/stream", response_class=EventSourceResponse, dependencies=[Reader])
+    async def stream(
+        source: Annotated[RunStream, Depends(stream_source)],
+    ) -> AsyncIterator[ServerSentEvent]:
+        """Server-Sent Events: ``state`` (the run, first and on every change), ``events`` (new
+        events of one rank, in seq order), ``log`` (new stdout/stderr text of one rank) and a last
+        ``end`` once the run has ended and everything it produced was sent. Each message's id is
+        a cursor; reconnecting with it as ``Last-Event-ID`` (browsers do) or ``?cursor=``
+        resumes without gaps or repeats."""
+        async for name, data, position in source.messages(stream_interval):
+            yield ServerSentEvent(event=name, data=data, id=position)
 
     @app.get("/api/runs/{run_id}/series", dependencies=[Reader])
     def series(
