@@ -309,3 +309,70 @@ def test_creation_order_is_strict_for_fifo(client: TestClient, engine: Engine) -
         stamps = list(s.scalars(select(Run.created_at).order_by(Run.created_at)))
     assert ordered == ids
     assert len(set(stamps)) == len(stamps)
+
+
+NUL = "a\x00b"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "field"),
+    [
+        ("get", "/api/runs/{run}%00", {}, "run_id"),
+        ("get", "/api/runs/" + "r" * 65, {}, "run_id"),
+        ("get", "/api/runs", {"params": {"task": NUL}}, "task"),
+        ("post", "/api/runs", {"json": {"task": "epsilon-logreg", "algorithm": NUL}}, "algorithm"),
+        ("post", "/api/runs", {"json": {"task": "t" * 65}}, "task"),
+        (
+            "post",
+            "/api/runs",
+            {"json": {"task": "epsilon-logreg", "overrides": [NUL]}},
+            "overrides",
+        ),
+        ("get", "/api/runs/{run}/series", {"params": {"kind": "train", "name": NUL}}, "name"),
+        (
+            "get",
+            "/api/runs/{run}/series",
+            {"params": {"kind": "train", "name": "loss", "rank": 2**40}},
+            "rank",
+        ),
+        ("get", "/api/runs", {"params": {"offset": 2**63}}, "offset"),
+        ("get", "/api/runs/{run}/logs", {"params": {"offset": 2**63}}, "offset"),
+        ("post", "/api/runs/{run}/events", {"event": {"name": NUL}}, "name"),
+        ("post", "/api/runs/{run}/events", {"event": {"unit": "s\x00"}}, "unit"),
+        ("post", "/api/runs/import", {"import": {"task": NUL}}, "result"),
+        ("post", "/api/runs/import", {"import": {"backend": "b" * 17}}, "result"),
+        ("post", "/api/runs/import", {"import": {"goal": "light"}}, None),  # not a dict: default
+        ("post", "/api/runs/import", {"import": {"world_size": 2**40}}, "result"),
+        ("post", "/api/runs/import", {"import": {"schema_version": "1"}}, "result"),
+    ],
+)
+def test_hostile_input_is_a_4xx_naming_the_field(
+    client: TestClient, method: str, path: str, kwargs: dict, field: str | None
+) -> None:
+    """What PostgreSQL refuses (NUL in text, over-long varchar, past-64-bit integers) must be
+    stopped by validation on both databases, never reach the database as a 500."""
+    run = _create(client)
+    path = path.format(run=run["id"])
+    if "event" in kwargs:
+        event = {
+            "run_id": run["id"],
+            "rank": 0,
+            "seq": 0,
+            "time": 0.0,
+            "step": 0,
+            "epoch": 0.0,
+            "kind": "train",
+            "name": "loss",
+            "value": 1.0,
+            **kwargs.pop("event"),
+        }
+        kwargs["json"] = {"events": [event]}
+    if "import" in kwargs:
+        result = {"schema_version": 1, "state": "finished", "task": "epsilon-logreg"}
+        kwargs["json"] = {"run_id": "imported-1", "result": {**result, **kwargs.pop("import")}}
+    resp = getattr(client, method)(path, **kwargs)
+    if field is None:
+        assert resp.status_code == 200, resp.text
+        return
+    assert resp.status_code == 422, resp.text
+    assert field in str(resp.json()["detail"]), resp.json()

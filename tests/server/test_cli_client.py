@@ -99,3 +99,24 @@ def test_client_errors_are_one_line(scheduling_master: Master, tmp_path: Path) -
     assert len(bad.stderr.strip().splitlines()) == 1
     down = mlbench("status", "--master", "http://127.0.0.1:9", home=tmp_path)
     assert down.returncode == 2 and "unreachable" in down.stderr
+
+
+def test_token_create_list_revoke(master: Master) -> None:
+    home = master.home
+    made = mlbench("token", "create", "--name", "ci-bot", home=home)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{master.url}/api/runs", headers=auth).status_code == 200
+    listed = mlbench("token", "list", "--json", home=home)
+    rows = json.loads(listed.stdout)
+    assert [r["name"] for r in rows] == ["admin", "ci-bot"]
+    assert token not in listed.stdout and all(r["scope"] == "admin" for r in rows)
+    bot = rows[1]["id"]
+    assert mlbench("token", "revoke", str(bot), "999", home=home).returncode == 2  # nothing done
+    assert httpx.get(f"{master.url}/api/runs", headers=auth).status_code == 200
+    revoked = mlbench("token", "revoke", str(bot), home=home)
+    assert revoked.returncode == 0 and f"[{bot}]" in revoked.stdout
+    assert httpx.get(f"{master.url}/api/runs", headers=auth).status_code == 401
+    assert httpx.get(f"{master.url}/api/runs", headers=master.headers).status_code == 200
+    assert "ci-bot" not in mlbench("token", "list", home=home).stdout

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from mlbench.server.app import create_app
 from mlbench.server.auth import create_token
 from mlbench.server.models import Run
-from mlbench.server.stream import MAX_EVENTS, Cursor, CursorError, _log_chunk
+from mlbench.server.stream import MAX_EVENTS, Cursor, CursorError, _log_chunk, read_from
 from mlbench.telemetry.events import EventWriter, read_events
 
 from .master import Master
@@ -224,3 +224,11 @@ def _open_stream(master: Master, url: str) -> tuple[httpx.Client, httpx.Response
     r = c.send(c.build_request("GET", url), stream=True)
     assert r.status_code == 200
     return c, r
+
+
+def test_positions_past_the_end_are_empty_not_errors(tmp_path: Path) -> None:
+    log = tmp_path / "rank-0.stdout"
+    log.write_bytes(b"abc")
+    assert read_from(log, 2**53, 65536) == b"" and read_from(log, 1, 10) == b"bc"
+    with pytest.raises(CursorError):
+        Cursor.parse(f"{2**63}_0_0", 1)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -32,7 +33,7 @@ from mlbench import __version__
 from mlbench.errors import MlbenchError
 from mlbench.server import auth, db
 from mlbench.server.models import RUN_STATES, TERMINAL_STATES, Event, Run, Token
-from mlbench.server.stream import Cursor, CursorError, RunStream
+from mlbench.server.stream import Cursor, CursorError, RunStream, read_from
 from mlbench.telemetry.events import KINDS
 
 # queued → running → finished | failed | cancelled; queued → cancelled
@@ -42,6 +43,13 @@ TRANSITIONS: dict[str, set[str]] = {
 }
 assert set(TRANSITIONS) <= set(RUN_STATES)
 MAX_BATCH = 10_000
+# Every string a client sends is bounded and free of control characters: PostgreSQL refuses NUL
+# in text and over-long varchar values with an error (a 500 if it got that far), SQLite stores
+# them silently, so validation has to stop them first, with the field named.
+RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._/:+-]*$"  # tasks, algorithms
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+RunId = Annotated[str, PathParam(max_length=64, pattern=RUN_ID, description="a run's id")]
 
 
 class InvalidTransition(MlbenchError):
@@ -65,12 +73,12 @@ def transition(run: Run, new_state: str, reason: str | None = None) -> None:
 
 
 class RunRequest(BaseModel):
-    task: str = Field(description="task name, see GET /api/tasks")
+    task: str = Field(max_length=64, pattern=NAME, description="task name, see GET /api/tasks")
     workers: int = Field(1, ge=1, le=4096)
     backend: Literal["auto", "gloo", "nccl", "mpi"] = "auto"
-    algorithm: str = "allreduce"
+    algorithm: str = Field("allreduce", max_length=128, pattern=NAME)
     goal: Literal["full", "light"] = "full"
-    overrides: list[Annotated[str, Field(max_length=1000)]] = Field(
+    overrides: list[Annotated[str, Field(max_length=1000, pattern=PRINTABLE)]] = Field(
         default_factory=list, max_length=200, description="config overrides, key=value"
     )
     repeats: int = Field(1, ge=1, le=100, description="independent runs of each configuration")
@@ -80,16 +88,16 @@ class RunRequest(BaseModel):
 
 
 class EventIn(BaseModel):
-    run_id: str = Field(max_length=64)
+    run_id: str = Field(max_length=64, pattern=RUN_ID)
     rank: int = Field(ge=0, le=1_000_000)
     seq: int = Field(ge=0, le=2**62)
     time: float
     step: int = Field(ge=0, le=2**62)
     epoch: float
     kind: str
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, pattern=PRINTABLE)
     value: float | None
-    unit: str | None = Field(None, max_length=16)
+    unit: str | None = Field(None, max_length=16, pattern=PRINTABLE)
 
     @field_validator("kind")
     @classmethod
@@ -107,7 +115,7 @@ class EventIn(BaseModel):
 
 
 class ImportRequest(BaseModel):
-    run_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    run_id: str = Field(min_length=1, max_length=64, pattern=RUN_ID)
     result: dict[str, Any] = Field(description="the run's result.json")
 
 
@@ -330,22 +338,37 @@ def create_app(
 
         try:
             result = migrate(dict(req.result))
-        except (ValueError, KeyError) as exc:
-            raise _field_error("result", str(exc)) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _field_error("result", f"not a result.json: {exc}") from None
         state = result.get("state")
         if state not in TERMINAL_STATES:
             raise _field_error("result", f"state must be one of {TERMINAL_STATES}, not {state!r}")
+        goal = result.get("goal")
+        fields = {
+            "task": (result.get("task", ""), 64),
+            "backend": (result.get("backend") or "auto", 16),
+            "algorithm": (result.get("algorithm") or "", 128),
+            "goal": (goal.get("goal", "full") if isinstance(goal, dict) else "full", 8),
+            "reason": (result.get("reason") or "", 10_000),
+        }
+        for key, (value, limit) in fields.items():
+            if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+                raise _field_error(
+                    "result", f"{key} must be a string of at most {limit} characters, no NUL"
+                )
+        workers = result.get("world_size") or 1
+        if not isinstance(workers, int) or not 1 <= workers <= 1_000_000:
+            raise _field_error("result", "world_size must be an integer from 1 to 1,000,000")
         run = s.get(Run, req.run_id)
         if run is None:
-            goal = (result.get("goal") or {}).get("goal", "full")
             run = Run(
                 id=req.run_id,
-                task=str(result.get("task", "")),
+                task=fields["task"][0],
                 state=state,
-                workers=int(result.get("world_size") or 1),
-                backend=str(result.get("backend") or "auto"),
-                algorithm=str(result.get("algorithm") or ""),
-                goal=str(goal),
+                workers=workers,
+                backend=fields["backend"][0],
+                algorithm=fields["algorithm"][0],
+                goal=fields["goal"][0],
                 overrides=[],
             )
             s.add(run)
@@ -359,10 +382,10 @@ def create_app(
     def list_runs(
         s: SessionDep,
         state: Literal["queued", "running", "finished", "failed", "cancelled"] | None = None,
-        task: str | None = Query(None, max_length=64),
+        task: str | None = Query(None, max_length=64, pattern=NAME),
         official: bool | None = None,
         limit: int = Query(100, ge=1, le=1000),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=2**53),
     ) -> dict[str, Any]:
         q = select(Run)
         if state is not None:
@@ -375,18 +398,18 @@ def create_app(
         return {"runs": [_run_json(r) for r in rows]}
 
     @app.get("/api/runs/{run_id}", dependencies=[Reader])
-    def get_one(run_id: str, s: SessionDep) -> dict[str, Any]:
+    def get_one(run_id: RunId, s: SessionDep) -> dict[str, Any]:
         return _run_json(get_run(s, run_id))
 
     @app.post("/api/runs/{run_id}/cancel", dependencies=[Admin])
-    def cancel(run_id: str, s: SessionDep) -> dict[str, Any]:
+    def cancel(run_id: RunId, s: SessionDep) -> dict[str, Any]:
         run = get_run(s, run_id)
         transition(run, "cancelled", "cancelled by user")
         s.commit()
         return _run_json(run)
 
     @app.delete("/api/runs/{run_id}", status_code=204, dependencies=[Admin])
-    def delete_run(run_id: str, s: SessionDep) -> None:
+    def delete_run(run_id: RunId, s: SessionDep) -> None:
         run = get_run(s, run_id)
         if run.state == "running" or run.pid is not None:
             raise HTTPException(409, detail=f"run {run_id} is running; cancel it first")
@@ -396,28 +419,22 @@ def create_app(
 
     @app.get("/api/runs/{run_id}/logs", dependencies=[Reader])
     def logs(
-        run_id: str,
+        run_id: RunId,
         s: SessionDep,
         rank: int = Query(0, ge=0, le=100_000),
         stream: Literal["stdout", "stderr"] = "stdout",
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=2**53),
         limit: int = Query(65536, ge=1, le=1 << 20),
     ) -> dict[str, Any]:
         """A rank's stdout/stderr from byte ``offset`` (poll with ``next_offset`` to follow)."""
         run = get_run(s, run_id)
         if run.run_dir is None:
             raise HTTPException(404, detail=f"run {run_id} has no logs on this master")
-        path = Path(run.run_dir) / f"rank-{rank}.{stream}"
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read(limit)
-        except FileNotFoundError:
-            data = b""
+        data = read_from(Path(run.run_dir) / f"rank-{rank}.{stream}", offset, limit)
         return {"text": data.decode("utf-8", "replace"), "next_offset": offset + len(data)}
 
     @app.get("/api/runs/{run_id}/download", dependencies=[Reader])
-    def download(run_id: str, s: SessionDep) -> Response:
+    def download(run_id: RunId, s: SessionDep) -> Response:
         """Everything the run produced, as a zip: result.json, the config, per-rank events (from
         the database) and, when this master ran it, every file of its run directory."""
         run = get_run(s, run_id)
@@ -446,7 +463,7 @@ def create_app(
         )
 
     @app.post("/api/runs/{run_id}/events")
-    def ingest(run_id: str, batch: EventBatch, s: SessionDep, token: Caller) -> dict[str, int]:
+    def ingest(run_id: RunId, batch: EventBatch, s: SessionDep, token: Caller) -> dict[str, int]:
         """Idempotent by (run, rank, seq): a retried batch inserts nothing twice. Needs an admin
         token or the upload token of this run."""
         if token is None:
@@ -474,7 +491,7 @@ def create_app(
         return {"received": len(rows), "inserted": inserted}
 
     def stream_source(
-        run_id: str,
+        run_id: RunId,
         s: SessionDep,
         kind: Annotated[
             list[str] | None, Query(max_length=len(KINDS), description="only these kinds")
@@ -525,11 +542,11 @@ def create_app(
 
     @app.get("/api/runs/{run_id}/series", dependencies=[Reader])
     def series(
-        run_id: str,
+        run_id: RunId,
         s: SessionDep,
         kind: str = Query(max_length=16),
-        name: str = Query(max_length=64),
-        rank: int | None = Query(None, ge=0),
+        name: str = Query(max_length=64, pattern=PRINTABLE),
+        rank: int | None = Query(None, ge=0, le=1_000_000),
         since: float | None = Query(None, description="only events with time > since"),
         max_points: int = Query(1000, ge=1, le=100_000),
     ) -> dict[str, Any]:

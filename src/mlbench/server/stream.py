@@ -13,6 +13,7 @@ entry per rank (``-1`` = nothing seen yet; byte offsets for stdout/stderr).
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,21 +53,31 @@ class Cursor:
             raise CursorError(f"cursor {text[:64]!r} does not fit a run of {world} ranks")
         if any(x < -1 for x in parts[0]) or any(x < 0 for p in parts[1:] for x in p):
             raise CursorError(f"cursor {text[:64]!r} has negative positions")
+        if any(x > 2**62 for p in parts for x in p):
+            raise CursorError(f"cursor {text[:64]!r} has positions beyond 2**62")
         return cls(*parts)
 
     def __str__(self) -> str:
         return "_".join(".".join(map(str, p)) for p in (self.seqs, self.outs, self.errs))
 
 
+def read_from(path: Path, offset: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a file from ``offset``; nothing past its end or if it is absent
+    (a client's offset can be anything, and seeking past the largest file size is an OSError)."""
+    try:
+        with open(path, "rb") as fh:
+            if offset >= os.fstat(fh.fileno()).st_size:
+                return b""
+            fh.seek(offset)
+            return fh.read(limit)
+    except FileNotFoundError:
+        return b""
+
+
 def _log_chunk(path: Path, offset: int, final: bool) -> tuple[str, int]:
     """New text of a log file from ``offset``: whole lines only while the run is live (so a line
     is never shown split), everything once it has ended. Returns (text, new offset)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read(MAX_LOG_BYTES)
-    except FileNotFoundError:
-        return "", offset
+    data = read_from(path, offset, MAX_LOG_BYTES)
     if not final and len(data) < MAX_LOG_BYTES:
         data = data[: data.rfind(b"\n") + 1]
     # never cut a UTF-8 character in two: back off to its first byte (continuations are 10xxxxxx)
