@@ -376,3 +376,43 @@ def test_hostile_input_is_a_4xx_naming_the_field(
         return
     assert resp.status_code == 422, resp.text
     assert field in str(resp.json()["detail"]), resp.json()
+
+
+def test_algorithms_and_settings_for_the_run_form(client: TestClient) -> None:
+    from mlbench.registry import algorithm_names
+    from mlbench.tasks.base import AlgorithmConfig
+
+    algos = {a["name"]: a for a in client.get("/api/algorithms").json()}
+    assert list(algos) == algorithm_names()
+    known = {f"algorithm.{k}" for k in AlgorithmConfig.__dataclass_fields__}
+    for a in algos.values():
+        assert a["summary"], a["name"]
+        assert {o["key"] for o in a["options"]} <= known
+    assert algos["powersgd"]["options"][0]["key"] == "algorithm.rank"
+    assert algos["localsgd"]["options"] == [
+        {
+            "key": "algorithm.local_steps",
+            "default": AlgorithmConfig().local_steps,
+            "help": AlgorithmConfig.__dataclass_fields__["local_steps"].metadata["help"],
+        }
+    ]
+    settings = client.get("/api/settings").json()
+    assert settings["scheduler"] is False and settings["capacity_workers"] is None
+
+
+def test_metrics_and_exact_phase_totals(client: TestClient, tmp_path: Path) -> None:
+    run = _create(client, workers=2)
+    for rank in (0, 1):
+        records = _worker_events(tmp_path, run["id"], rank, 100 * (rank + 1))
+        client.post(f"/api/runs/{run['id']}/events", json={"events": records})
+    listed = client.get(f"/api/runs/{run['id']}/metrics").json()["metrics"]
+    assert listed == [
+        {"kind": "phase", "name": "forward", "unit": "s", "count": 300},
+        {"kind": "train", "name": "loss", "unit": None, "count": 302},
+    ]
+    phases = client.get(f"/api/runs/{run['id']}/phases").json()
+    # forward of step i took 0.01*i s: sum over i < n is 0.005 n (n - 1)
+    assert phases["ranks"]["0"]["forward"] == pytest.approx(0.005 * 100 * 99)
+    assert phases["ranks"]["1"]["forward"] == pytest.approx(0.005 * 200 * 199)
+    assert phases["last_step"] == {"0": 99, "1": 199}
+    assert client.get("/api/runs/nope/phases").status_code == 404

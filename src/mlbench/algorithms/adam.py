@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 
 class CentralizedAdam(AllReduce):
     name = "adam"
+    options = (
+        "adam_lr",
+        "adam_betas",
+        "adam_eps",
+        "adam_weight_decay",
+        *AllReduce.options,
+    )
 
     def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:
         super().__init__(dataclasses.replace(cfg, mode="gradients"), dist_ctx)

@@ -18,7 +18,7 @@ World size 1 issues no collectives and changes nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -52,6 +52,7 @@ def make_buckets(tensors: list[torch.Tensor], bucket_bytes: float) -> list[list[
 
 class AllReduce(Algorithm):
     name = "allreduce"
+    options: ClassVar[tuple[str, ...]] = ("mode", "bucket_mb", "per_layer", "overlap")
 
     def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:
         super().__init__(cfg, dist_ctx)

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 class Algorithm(ABC):
     name: ClassVar[str]
+    #: the ``algorithm.*`` config keys this scheme reads (shown by the dashboard's run form)
+    options: ClassVar[tuple[str, ...]] = ()
     #: True when communication overlaps backward; ``exposed_in_backward`` reports the wait.
     overlaps: ClassVar[bool] = False
 

@@ -42,6 +42,7 @@ def _default_group() -> dist.ProcessGroup:
 
 class DDP(Algorithm):
     name = "ddp"
+    options = ("bucket_mb", "ddp_hook", "rank", "warm_start", "min_compression_rate", "start_iter")
     overlaps = True
 
     def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:

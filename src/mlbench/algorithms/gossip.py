@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 class Gossip(Algorithm):
     name = "gossip"
+    options = ("topology", "mixing_matrix")
 
     def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:
         super().__init__(cfg, dist_ctx)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 class LocalSGD(AllReduce):
     name = "localsgd"
+    options = ("local_steps",)
 
     def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:
         super().__init__(cfg, dist_ctx)

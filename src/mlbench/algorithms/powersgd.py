@@ -229,6 +229,7 @@ def _write_grad(p: torch.nn.Parameter, value: torch.Tensor) -> None:
 # ---------------------------------------------------------------------- the scheme
 class PowerSGD(Algorithm):
     name = "powersgd"
+    options = ("rank", "warm_start", "min_compression_rate", "start_iter")
 
     def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext, *, seed: int = 0) -> None:
         super().__init__(cfg, dist_ctx)

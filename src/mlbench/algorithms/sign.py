@@ -75,6 +75,7 @@ def unpack_signs(packed: torch.Tensor, d: int, dtype: torch.dtype = torch.float3
 
 class SignSGD(Algorithm):
     name = "signsgd"
+    options = ("sign_variant", "error_feedback")
 
     def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:
         super().__init__(cfg, dist_ctx)

@@ -78,6 +78,8 @@ def derive_seed(tag: str, seed: int, rank: int) -> int:
 class _Sparsified(Algorithm):
     """Shared machinery: flatten, error feedback, gather (values, indices), average, write back."""
 
+    options = ("fraction", "error_feedback")
+
     def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:
         super().__init__(cfg, dist_ctx)
         self.d = 0

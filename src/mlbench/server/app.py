@@ -8,6 +8,7 @@ import io
 import json
 import math
 import secrets
+import sys
 import threading
 import time
 import zipfile
@@ -292,6 +293,42 @@ def create_app(
 
         return [get_task(name).spec() for name in task_names()]
 
+    @app.get("/api/algorithms", dependencies=[Reader])
+    def algorithms() -> list[dict[str, Any]]:
+        """Every communication scheme, with the ``algorithm.*`` options it reads."""
+        from mlbench.config import flat_items
+        from mlbench.registry import algorithm_names, get_algorithm
+        from mlbench.tasks.base import AlgorithmConfig
+
+        fields = {k: (v, f) for k, v, f in flat_items(AlgorithmConfig())}
+        out = []
+        for name in algorithm_names():
+            cls = get_algorithm(name)
+            module_doc = sys.modules[cls.__module__].__doc__
+            doc = (cls.__doc__ or module_doc or "").strip().split("\n\n")[0]
+            options = [
+                {
+                    "key": f"algorithm.{k}",
+                    "default": fields[k][0],
+                    "help": fields[k][1].metadata.get("help", ""),
+                }
+                for k in cls.options
+                if k in fields
+            ]
+            out.append({"name": name, "summary": " ".join(doc.split()), "options": options})
+        return out
+
+    @app.get("/api/settings", dependencies=[Reader])
+    def settings() -> dict[str, Any]:
+        """What this master offers a run form: worker capacity, backends, scheduling on/off."""
+        return {
+            "version": __version__,
+            "scheduler": scheduler is not None,
+            "capacity_workers": scheduler.capacity_workers if scheduler else None,
+            "backends": ["auto", "gloo", "nccl", "mpi"],
+            "open_reads": open_reads,
+        }
+
     @app.post("/api/runs", status_code=201, dependencies=[Admin])
     def create_runs(req: RunRequest, s: SessionDep) -> dict[str, Any]:
         from mlbench.registry import get_task, task_names
@@ -489,6 +526,35 @@ def create_app(
         inserted = len(s.execute(stmt).all())
         s.commit()
         return {"received": len(rows), "inserted": inserted}
+
+    @app.get("/api/runs/{run_id}/metrics", dependencies=[Reader])
+    def metrics(run_id: RunId, s: SessionDep) -> dict[str, Any]:
+        """Which (kind, name) series the run has, with their unit and event count."""
+        get_run(s, run_id)
+        rows = s.execute(
+            select(Event.kind, Event.name, func.max(Event.unit), func.count())
+            .where(Event.run_id == run_id)
+            .group_by(Event.kind, Event.name)
+            .order_by(Event.kind, Event.name)
+        )
+        return {"metrics": [{"kind": k, "name": n, "unit": u, "count": c} for k, n, u, c in rows]}
+
+    @app.get("/api/runs/{run_id}/phases", dependencies=[Reader])
+    def phases(run_id: RunId, s: SessionDep) -> dict[str, Any]:
+        """Seconds per phase per rank, summed over every ``phase`` event so far (exact while
+        the run is live, unlike a sum over a down-sampled series)."""
+        get_run(s, run_id)
+        rows = s.execute(
+            select(Event.rank, Event.name, func.sum(Event.value), func.max(Event.step))
+            .where(Event.run_id == run_id, Event.kind == "phase")
+            .group_by(Event.rank, Event.name)
+        )
+        ranks: dict[str, dict[str, float]] = {}
+        steps: dict[str, int] = {}
+        for rank, name, total, step in rows:
+            ranks.setdefault(str(rank), {})[name] = float(total or 0.0)
+            steps[str(rank)] = max(steps.get(str(rank), 0), int(step or 0))
+        return {"run_id": run_id, "ranks": ranks, "last_step": steps}
 
     def stream_source(
         run_id: RunId,
