@@ -653,4 +653,7 @@ def create_app(
             "ranks": {str(r): pts for r, pts in out.items()},
         }
 
+    from mlbench.server.dashboard import mount_dashboard
+
+    mount_dashboard(app)  # after the API routes: the dashboard never shadows /api
     return app
