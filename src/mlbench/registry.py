@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from mlbench.tasks.base import Task
 
 TASKS: dict[str, str] = {
+    "comm-backend": "mlbench.tasks.comm_backend:CommBackend",
     "cifar10-resnet20": "mlbench.tasks.cifar10_resnet20:Cifar10ResNet20",
     "epsilon-logreg": "mlbench.tasks.epsilon_logreg:EpsilonLogReg",
 }
@@ -41,6 +42,11 @@ def _load(target: str) -> type:
 
 def task_names() -> list[str]:
     return list(TASKS)
+
+
+def training_task_names() -> list[str]:
+    """The tasks that train a model (every scheme applies to them), not measurement tasks."""
+    return [name for name in task_names() if not get_task(name).measures]
 
 
 def get_task(name: str) -> Task:

@@ -35,7 +35,9 @@ def _sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
 
 
-def _gradient_rank(ctx: DistContext, per_rank: int, bucket_mb: float) -> list[torch.Tensor]:
+def _gradient_rank(
+    ctx: DistContext, per_rank: int, bucket_mb: float, zero: str = "algorithm"
+) -> tuple[list[torch.Tensor], int]:
     model = _model()
     # different init on rank 1: setup() must broadcast rank 0's weights
     if ctx.rank == 1:
@@ -50,12 +52,15 @@ def _gradient_rank(ctx: DistContext, per_rank: int, bucket_mb: float) -> list[to
         loss = torch.nn.functional.cross_entropy(
             model(x[lo : lo + per_rank]), y[lo : lo + per_rank]
         )
-        opt.zero_grad()
+        if zero == "algorithm":
+            algo.zero_grad(opt)  # as the loop does: gradients stay views into the buckets
+        else:
+            opt.zero_grad()  # a caller dropping the views: each step must fall back, correctly
         loss.backward()
         algo.reduce_gradients(model)
         opt.step()
         algo.after_step(model)
-    return [p.detach().clone() for p in model.parameters()]
+    return [p.detach().clone() for p in model.parameters()], algo.view_fallbacks
 
 
 def _single_process(world_size: int, per_rank: int) -> list[torch.Tensor]:
@@ -71,11 +76,14 @@ def _single_process(world_size: int, per_rank: int) -> list[torch.Tensor]:
 
 @pytest.mark.world_size(2)
 @pytest.mark.parametrize("bucket_mb", [25.0, 0.0005])  # one bucket / many small buckets
-def test_gradient_allreduce_equals_sgd_on_concatenated_batch(bucket_mb: float) -> None:
+@pytest.mark.parametrize("zero", ["algorithm", "optimizer"])
+def test_gradient_allreduce_equals_sgd_on_concatenated_batch(bucket_mb: float, zero: str) -> None:
     per_rank = 6
-    results = run_ranks(_gradient_rank, 2, per_rank, bucket_mb)
+    results = run_ranks(_gradient_rank, 2, per_rank, bucket_mb, zero)
     expected = _single_process(2, per_rank)
-    for rank_params in results:
+    fallbacks = {r[1] for r in results}
+    assert fallbacks == ({0} if zero == "algorithm" else {STEPS})
+    for rank_params, _ in results:
         for got, want in zip(rank_params, expected, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
@@ -85,7 +93,8 @@ def test_gradient_allreduce_four_ranks() -> None:
     per_rank = 3
     results = run_ranks(_gradient_rank, 4, per_rank, 25.0)
     expected = _single_process(4, per_rank)
-    for rank_params in results:
+    for rank_params, fallbacks in results:
+        assert fallbacks == 0
         for got, want in zip(rank_params, expected, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 

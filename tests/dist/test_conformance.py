@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mlbench.dist import DistContext
-from mlbench.registry import ALGORITHMS, task_names
+from mlbench.registry import ALGORITHMS, training_task_names
 from mlbench.runs import resolve_config
 from mlbench.telemetry.events import EventWriter, read_events
 from mlbench.testing import run_ranks
@@ -50,7 +50,7 @@ def _conform(
     ctx: DistContext, scheme: str, extra: list[str], data: str, out: str
 ) -> dict[str, Any]:
     results = {}
-    for task_name in task_names():
+    for task_name in training_task_names():
         overrides = [
             f"algorithm.name={scheme}",
             f"data.dir={data}",
@@ -70,7 +70,7 @@ def test_scheme_runs_every_task(
     scheme: str, extra: list[str], real_data: Path, tmp_path: Path
 ) -> None:
     ranks = run_ranks(_conform, 2, scheme, extra, str(real_data), str(tmp_path), timeout=240)
-    for task_name in task_names():
+    for task_name in training_task_names():
         summaries = [r[task_name]["summary"] for r in ranks]
         for s in summaries:
             assert s["steps"] == 4 and s["stop_reason"] == "max_steps", (task_name, s)

@@ -15,6 +15,7 @@ import pytest
 
 from mlbench.launch.local import free_port
 from mlbench.telemetry.events import KINDS, read_events
+from mlbench.telemetry.resources import CPU_METRICS, RESOURCE_UNITS
 from mlbench.train.timer import PHASES, STEP_PHASES
 
 from .helpers import cli_env, leftover_workers, mlbench, only_run_dir, read_result
@@ -46,6 +47,28 @@ def _phase_sums(records: list[dict]) -> tuple[dict[str, float], float]:
     return phases, step_time
 
 
+def _check_resources(records: list[dict], final_step: int) -> None:
+    """The worker's resource sampler: a sample at start, one at stop, CPU metrics only."""
+    resource = [r for r in records if r["kind"] == "resource"]
+    by_name: dict[str, list[dict]] = defaultdict(list)
+    for r in resource:
+        by_name[r["name"]].append(r)
+        assert r.get("unit") == RESOURCE_UNITS[r["name"]]
+    assert set(by_name) == set(CPU_METRICS)  # gpu_* only with a CUDA device
+    samples = [len(v) for v in by_name.values()]
+    assert min(samples) == max(samples) >= 2, samples
+    assert by_name["cpu_percent"][0]["step"] == 0  # started before training
+    assert by_name["cpu_percent"][-1]["step"] == final_step  # stopped after it, before exit
+    assert resource[-1]["seq"] > max(r["seq"] for r in records if r["kind"] != "resource")
+    assert [r["step"] for r in resource] == sorted(r["step"] for r in resource)
+    assert all(r["value"] >= 0 for r in by_name["cpu_percent"])
+    assert all(r["value"] > 50 * 2**20 for r in by_name["memory_rss"])  # torch is loaded
+    assert all(r["value"] >= 1 for r in by_name["threads"])
+    for name in ("net_sent", "net_recv"):  # host-wide, cumulative, loopback (gloo) included
+        values = [r["value"] for r in by_name[name]]
+        assert values[0] == 0 and values == sorted(values) and values[-1] > 0, (name, values)
+
+
 def test_epsilon_logreg_a9a_two_workers(real_data: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     proc = mlbench(
@@ -65,6 +88,8 @@ def test_epsilon_logreg_a9a_two_workers(real_data: Path, tmp_path: Path) -> None
         "train.log_every_steps=5",
         "--set",
         "train.stop_at_goal=false",
+        "--set",
+        "train.resource_every_seconds=0.2",
         "--runs-dir",
         str(runs),
         home=tmp_path,
@@ -107,6 +132,7 @@ def test_epsilon_logreg_a9a_two_workers(real_data: Path, tmp_path: Path) -> None
         )
         vals = [r for r in records if r["kind"] == "val" and r["name"] == "accuracy"]
         assert [v["step"] for v in vals] == [20, 40]
+        _check_resources(records, final_step=40)
         assert (run_dir / f"rank-{rank}.stdout").exists()
         assert (run_dir / f"rank-{rank}.stderr").exists()
     assert "finished" in proc.stdout and "time to target" in proc.stdout

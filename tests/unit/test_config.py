@@ -420,6 +420,8 @@ def test_default_config_is_official(cifar_cfg, eps_cfg):
         "train.time_limit=60",
         "train.stop_at_goal=false",
         "train.log_every_steps=1",
+        "train.resource_every_seconds=0",
+        "train.resource_every_seconds=0.5",
         "data.dir=/data",
         "data.download=false",
         "data.val_batch_size=512",

@@ -9,12 +9,19 @@ import pytest
 from mlbench.algorithms.allreduce import AllReduce
 from mlbench.algorithms.base import Algorithm
 from mlbench.errors import ConfigError
-from mlbench.registry import algorithm_names, get_algorithm, get_task, task_names
+from mlbench.registry import (
+    algorithm_names,
+    get_algorithm,
+    get_task,
+    task_names,
+    training_task_names,
+)
 from mlbench.tasks.base import Task
 
 
 def test_task_names():
-    assert task_names() == ["cifar10-resnet20", "epsilon-logreg"]
+    assert task_names() == ["comm-backend", "cifar10-resnet20", "epsilon-logreg"]
+    assert training_task_names() == ["cifar10-resnet20", "epsilon-logreg"]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -16,7 +17,7 @@ from mlbench.results.summary import (
     migrate,
     write_result,
 )
-from mlbench.telemetry.events import EventWriter, events_path
+from mlbench.telemetry.events import EventWriter, events_path, read_events
 from mlbench.train.timer import PHASES
 
 
@@ -276,6 +277,26 @@ def test_rank_summary_from_events_sums_windows(tmp_path):
     )
     assert s["final_metrics"] == {"loss": None, "top1": 61.0}  # last value of each; NaN -> None
     assert s["wall_time"] >= 0.0
+
+
+def test_rank_summary_wall_time_ignores_resource_samples(tmp_path):
+    # the sampler writes before data loading and after the loop's last record; the rebuilt
+    # wall_time must still span only the loop's records
+    w = EventWriter(events_path(tmp_path, 0), "run", 0)
+    w.emit("resource", "memory_rss", 1e8, step=0, epoch=0.0, unit="B")
+    time.sleep(0.25)
+    w.emit("event", "start", 0, step=0, epoch=0.0)
+    w.emit("train", "train_time", 0.5, step=5, epoch=0.5, unit="s")
+    w.emit("resource", "memory_rss", 1e8, step=5, epoch=0.5, unit="B")
+    w.emit("phase", "forward", 0.25, step=9, epoch=0.9, unit="s")
+    time.sleep(0.25)
+    w.emit("resource", "memory_rss", 1e8, step=9, epoch=0.9, unit="B")
+    w.close()
+    records = read_events(events_path(tmp_path, 0))
+    s = rank_summary_from_events(tmp_path, 0)
+    assert s["wall_time"] == pytest.approx(records[4]["time"] - records[1]["time"])
+    assert s["wall_time"] < 0.2
+    assert s["steps"] == 9 and s["train_time"] == 0.5 and s["phases"]["forward"] == 0.25
 
 
 def test_rank_summary_ignores_torn_tail(tmp_path):

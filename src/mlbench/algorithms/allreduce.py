@@ -5,7 +5,13 @@ Collectives (default process group):
 * ``setup``: mode ``gradients`` broadcasts parameters and buffers from rank 0; mode ``weights``
   all-reduces (averages) them once, as the reference 2a implementation does.
 * mode ``gradients``, ``reduce_gradients``: ``all_reduce(SUM)`` then ×1/k, on gradients —
-  by default flattened into buckets of ``bucket_mb`` (one collective per bucket, synchronous);
+  by default flattened into buckets of ``bucket_mb`` (one collective per bucket, synchronous).
+  The gradients *are* views into those buckets (set up once, kept by ``zero_grad``, which zeroes
+  the buckets instead of dropping the gradients), so backward accumulates straight into the
+  buffer that is all-reduced: no gather before the collective and no scatter after it. Without
+  that, the two copies cost ~0.7 ms per step on ResNet-20, a third of the collective itself
+  (benchmarks/comm_efficiency.py). If anything replaced a gradient tensor (a caller's own
+  ``optimizer.zero_grad()``), that step falls back to gather/scatter and the views are re-made;
   with ``per_layer`` one collective per parameter tensor; with ``overlap`` the all-reduce of each
   gradient is started *asynchronously* from a hook as soon as backward has produced it, and
   ``reduce_gradients`` only waits for the outstanding ones (the wait is the exposed
@@ -59,6 +65,9 @@ class AllReduce(Algorithm):
         self._flat: dict[int, torch.Tensor] = {}
         self._pending: list[tuple[Any, torch.Tensor]] = []
         self._hooks: list[Any] = []
+        # bucket views: (parameters, flat buffer, views) per bucket, when gradients live there
+        self._views: list[tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]] = []
+        self.view_fallbacks = 0
 
     @property
     def overlaps(self) -> bool:  # type: ignore[override]
@@ -109,6 +118,39 @@ class AllReduce(Algorithm):
             for p in model.parameters():
                 if p.requires_grad:
                     self._hooks.append(p.register_post_accumulate_grad_hook(self._launch))
+        elif self.cfg.mode == "gradients" and not self.cfg.per_layer and self.dist.world_size > 1:
+            params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
+            for bucket in make_buckets(params, self.cfg.bucket_mb * 1e6):
+                flat = torch.zeros(
+                    sum(p.numel() for p in bucket), dtype=bucket[0].dtype, device=bucket[0].device
+                )
+                views = [
+                    v.view_as(p)
+                    for v, p in zip(flat.split([p.numel() for p in bucket]), bucket, strict=True)
+                ]
+                self._views.append((bucket, flat, views))
+            self._attach_views()
+
+    def _attach_views(self) -> None:
+        """(Re-)make every gradient the view into its bucket (after a zeroing: values are 0)."""
+        for params, _, views in self._views:
+            for p, v in zip(params, views, strict=True):
+                if p.grad is not v:
+                    p.grad = v
+
+    def _views_intact(self) -> bool:
+        return all(
+            p.grad is v
+            for params, _, views in self._views
+            for p, v in zip(params, views, strict=True)
+        )
+
+    def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        if not self._views:
+            return super().zero_grad(optimizer)
+        for _, flat, _ in self._views:
+            flat.zero_()
+        self._attach_views()
 
     def _launch(self, p: torch.Tensor) -> None:
         """Backward hook: start this gradient's all-reduce without waiting for it."""
@@ -116,7 +158,7 @@ class AllReduce(Algorithm):
         self._pending.append((self.all_reduce(p.grad, async_op=True), p.grad))
 
     def reduce_gradients(self, model: torch.nn.Module) -> None:
-        if self.cfg.mode != "gradients":
+        if self.cfg.mode != "gradients" or self.dist.world_size == 1:
             return
         if self.overlaps and self.dist.world_size > 1:
             k = self.dist.world_size
@@ -125,10 +167,18 @@ class AllReduce(Algorithm):
                 grad.mul_(1.0 / k)
             self._pending.clear()
             return
+        if self._views and self._views_intact():
+            k = self.dist.world_size
+            for _, flat, _ in self._views:
+                self.all_reduce(flat)
+                flat.mul_(1.0 / k)
+            return
+        if self._views:
+            self.view_fallbacks += 1
         self.average([p.grad for p in model.parameters() if p.grad is not None])
 
     def after_step(self, model: torch.nn.Module) -> None:
-        if self.cfg.mode != "weights":
+        if self.cfg.mode != "weights" or self.dist.world_size == 1:
             return
         with torch.no_grad():
             self.average(self.state_tensors(model))

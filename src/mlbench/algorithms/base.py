@@ -80,6 +80,12 @@ class Algorithm(ABC):
         for t in list(model.parameters()) + list(model.buffers()):
             self.broadcast(t.data, src=0)
 
+    def zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        """Before backward: clear the gradients. By default they are dropped (``None``) and
+        autograd allocates fresh ones; a scheme whose gradients live in its own buffers (bucket
+        views) zeroes those instead."""
+        optimizer.zero_grad(set_to_none=True)
+
     def reduce_gradients(self, model: torch.nn.Module) -> None:
         """After backward, before the optimizer step."""
         return None

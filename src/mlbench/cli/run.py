@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     task.validate(cfg, args.workers)
     info = task.prepare_data(cfg)
     per_rank = info.train_size // args.workers
-    if per_rank < cfg.data.batch_size:
+    if not task.measures and per_rank < cfg.data.batch_size:
         raise ConfigError(
             f"{args.workers} workers is impossible here: each would get {per_rank} of "
             f"{info.train_size} training samples, less than one batch of {cfg.data.batch_size}"

@@ -19,6 +19,10 @@ import sys
 import traceback
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 ERROR_MARKER = "MLBENCH-ERROR:"
 
@@ -56,7 +60,8 @@ def _run(args: argparse.Namespace, rank: int) -> int:
     from mlbench.dist import init_from_env, shutdown
     from mlbench.results.summary import write_result
     from mlbench.telemetry.events import EventWriter, events_path
-    from mlbench.train.loop import train
+    from mlbench.telemetry.resources import ResourceSampler
+    from mlbench.train.loop import LoopPosition, train
 
     run_dir: Path = args.run_dir
     if args.task:
@@ -75,7 +80,23 @@ def _run(args: argparse.Namespace, rank: int) -> int:
     run_id = run_dir.name
     events = EventWriter(events_path(run_dir, dist.rank), run_id, dist.rank)
     try:
-        summary = train(task, cfg, dist, events, run_dir)
+        position = LoopPosition()
+        sampler = ResourceSampler(
+            events,
+            cfg.train.resource_every_seconds,
+            position=position,
+            cuda_index=_cuda_index(dist.device),
+        )
+        sampler.start()
+        try:
+            if task.measures:  # a measurement task (0a) has its own procedure, no training
+                summary = task.measure(cfg, dist, events, run_dir)
+            else:
+                summary = train(task, cfg, dist, events, run_dir, position)
+        finally:
+            # joined, its final sample written, before the file closes and exit_now() skips
+            # everything else; a failed run gets its final sample too
+            sampler.stop()
         summaries = dist.all_gather_object(asdict(summary))
     finally:
         events.close()
@@ -92,6 +113,15 @@ def _run(args: argparse.Namespace, rank: int) -> int:
         write_result(run_dir, result)
     shutdown()
     return 0
+
+
+def _cuda_index(device: torch.device) -> int | None:
+    """The CUDA device this rank uses (for GPU resource metrics), or None on CPU."""
+    if device.type != "cuda":
+        return None
+    import torch
+
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def exit_now(code: int) -> None:

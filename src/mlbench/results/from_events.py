@@ -40,7 +40,10 @@ def rank_summary_from_events(run_dir: Path, rank: int) -> dict[str, Any] | None:
         elif r["kind"] == "val":
             summary["final_metrics"][r["name"]] = r["value"]
     summary["phases"] = phases
-    summary["wall_time"] = records[-1]["time"] - records[0]["time"]
+    # the training loop's records span the run; resource samples start before data loading and
+    # end after the last record, which is not what wall_time covers
+    timed = [r for r in records if r["kind"] != "resource"] or records
+    summary["wall_time"] = timed[-1]["time"] - timed[0]["time"]
     return summary
 
 

@@ -75,6 +75,8 @@ def aggregate_ranks(ranks: list[dict[str, Any]]) -> dict[str, Any]:
         "bytes_to_target": sum(r.get("bytes_at_target") or 0 for r in ranks) if reached else None,
         "stop_reason": slowest.get("stop_reason"),
         "final_metrics": ranks[0].get("final_metrics", {}),
+        # a measurement task's table (times are already max-reduced over ranks, so rank 0's)
+        **({"measurements": ranks[0]["measurements"]} if ranks[0].get("measurements") else {}),
     }
 
 

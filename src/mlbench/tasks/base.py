@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
     from mlbench.data.loader import BatchLoader
     from mlbench.dist import DistContext
+    from mlbench.telemetry.events import EventWriter
+    from mlbench.train.loop import RankSummary
     from mlbench.train.schedule import LRSchedule
 
 
@@ -72,6 +74,13 @@ class TrainConfig:
         open=True,
         minimum=1,
         help="how often ranks agree on the time limit (one tiny collective)",
+    )
+    resource_every_seconds: float = param(
+        2.0,
+        open=True,
+        minimum=0,
+        help="each worker samples its CPU, memory, network (and GPU) as resource events "
+        "every N seconds; 0 disables",
     )
     checkpoint_every_epochs: int | None = param(
         None, open=True, minimum=1, help="rank 0 saves model+optimizer every N epochs"
@@ -191,6 +200,8 @@ class Task(ABC):
     model: ClassVar[str]
     target: ClassVar[Target]
     config_cls: ClassVar[type[RunConfig]]
+    #: True for a measurement task (0a): workers call ``measure`` instead of the training loop
+    measures: ClassVar[bool] = False
 
     def default_config(self) -> RunConfig:
         return self.config_cls(task=self.name)
@@ -255,6 +266,12 @@ class Task(ABC):
         self, model: torch.nn.Module, val: BatchLoader, dist: DistContext
     ) -> dict[str, float]:
         """Global validation metrics (all-reduced over ranks); must include ``loss``."""
+
+    def measure(
+        self, cfg: RunConfig, dist: DistContext, events: EventWriter, run_dir: Path
+    ) -> RankSummary:
+        """A measurement task's whole procedure on one rank (only when ``measures``)."""
+        raise NotImplementedError(f"{self.name} is a training task")
 
     def spec(self) -> dict[str, Any]:
         """Everything a user needs to know about the task, generated from the code."""

@@ -58,6 +58,24 @@ class RankSummary:
     final_metrics: dict[str, float] = field(default_factory=dict)
     evals: int = 0
     lr: float = 0.0
+    # a measurement task's table (task 0a: one row per collective × dtype × size)
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+
+
+class LoopPosition:
+    """The loop's current ``(step, epoch)`` for readers on other threads (the resource sampler).
+
+    The loop replaces one immutable tuple after each step, so a reader always gets a consistent
+    pair without a lock — possibly one step old, which is fine for labelling a sample.
+    """
+
+    __slots__ = ("current",)
+
+    def __init__(self) -> None:
+        self.current: tuple[int, float] = (0, 0.0)
+
+    def __call__(self) -> tuple[int, float]:
+        return self.current
 
 
 def seed_everything(seed: int) -> None:
@@ -68,15 +86,23 @@ def seed_everything(seed: int) -> None:
 
 class _Trainer:
     def __init__(
-        self, task: Task, cfg: RunConfig, dist: DistContext, events: EventWriter, run_dir: Path
+        self,
+        task: Task,
+        cfg: RunConfig,
+        dist: DistContext,
+        events: EventWriter,
+        run_dir: Path,
+        position: LoopPosition | None = None,
     ) -> None:
         self.task, self.cfg, self.dist, self.events = task, cfg, dist, events
         self.run_dir = run_dir
+        self.position = position if position is not None else LoopPosition()
         self.timer = PhaseTimer(dist.synchronize if dist.device.type == "cuda" else None)
         self.summary = RankSummary(rank=dist.rank)
         self.step = 0
         self.epoch = 0.0
-        self._window_loss = torch.zeros((), dtype=torch.float64)
+        # float64 on the loss's device; read (a host sync) only when a window is flushed
+        self._window_loss = torch.zeros((), dtype=torch.float64, device=dist.device)
         self._window_steps = 0
         self._window_samples = 0
         self._window_bytes = 0
@@ -190,7 +216,7 @@ class _Trainer:
             loss = self.task.loss(output, batch, model)
         bytes_before = self.algorithm.bytes_sent
         with timer.phase("backward"):
-            self.optimizer.zero_grad(set_to_none=True)
+            self.algorithm.zero_grad(self.optimizer)
             self.precision.backward(loss)
         # an overlapping scheme's wait for communication inside backward is communication
         timer.move("backward", "communication", self.algorithm.exposed_in_backward())
@@ -208,7 +234,7 @@ class _Trainer:
         with timer.phase("communication"):
             self.algorithm.after_step(model)
         timer.step_end()
-        self._window_loss += loss.detach().to("cpu", torch.float64)
+        self._window_loss.add_(loss.detach())  # on the device: no sync, no host copy
         self._window_bytes += self.algorithm.bytes_sent - bytes_before
         self._window_steps += 1
         n = len(batch[1])
@@ -216,6 +242,7 @@ class _Trainer:
         self.summary.samples += n
         self.step += 1
         self.epoch = epoch_index + (i + 1) / steps_per_epoch
+        self.position.current = (self.step, self.epoch)
 
     def _after_step(self, steps_per_epoch: int, epoch_index: int, i: int) -> str | None:
         tc = self.cfg.train
@@ -299,7 +326,15 @@ class _Trainer:
 
 
 def train(
-    task: Task, cfg: RunConfig, dist: DistContext, events: EventWriter, run_dir: Path
+    task: Task,
+    cfg: RunConfig,
+    dist: DistContext,
+    events: EventWriter,
+    run_dir: Path,
+    position: LoopPosition | None = None,
 ) -> RankSummary:
-    """Train ``task`` on this rank until a stop rule fires; returns this rank's measurements."""
-    return _Trainer(task, cfg, dist, events, run_dir).run()
+    """Train ``task`` on this rank until a stop rule fires; returns this rank's measurements.
+
+    ``position``, when given, is kept at the current step and epoch for other threads.
+    """
+    return _Trainer(task, cfg, dist, events, run_dir, position).run()

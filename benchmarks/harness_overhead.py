@@ -1,0 +1,139 @@
+"""P1: what does the mlbench loop (full phase timing, events, schedule, stop rules) cost over a
+bare hand-written PyTorch loop?
+
+Both run in this one process, 1 worker, 1 thread, on the same task objects — the same model
+(built fresh from the same seed), the same real data through the same loader and augmentation,
+the same optimizer — for the same number of steps, alternating (mlbench, bare, bare, mlbench,
+...) so machine noise hits both. The mlbench side is `mlbench.train.loop.train` itself, with its
+event file written as in a real run; its time is `train_time` (the sum of step wall times, which
+excludes evaluation). The bare side is the loop a user would write: next batch, forward, loss,
+zero_grad, backward, step, timed as a whole. Target: mlbench ÷ bare ≤ 1.02 per step.
+
+    python benchmarks/harness_overhead.py --data-dir .data            # full
+    python benchmarks/harness_overhead.py --data-dir .data --quick    # < 1 minute (smoke)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common import interleave, median, record, table, verdict  # type: ignore[import-not-found]
+
+TARGET = 1.02
+TASKS = {
+    # task: (overrides, full steps, quick steps)
+    "cifar10-resnet20": (["data.val_samples=256"], 40, 4),
+    "epsilon-logreg": (["data.dataset=a9a"], 3000, 600),
+}
+
+
+def _setup(task_name: str, overrides: list[str], data_dir: str) -> tuple[Any, Any, Any]:
+    from mlbench.dist import DistContext
+    from mlbench.runs import resolve_config
+
+    task, cfg = resolve_config(
+        task_name,
+        overrides=[
+            *overrides,
+            f"data.dir={data_dir}",
+            "train.stop_at_goal=false",
+            "train.max_epochs=1000",
+        ],
+    )
+    task.prepare_data(cfg)
+    ctx = DistContext(0, 1, 0, "gloo", torch.device("cpu"))
+    return task, cfg, ctx
+
+
+def mlbench_loop(task: Any, cfg: Any, ctx: Any, steps: int, tmp: Path) -> float:
+    """Seconds per step of the real loop (its own train_time), evaluation excluded."""
+    import dataclasses
+
+    from mlbench.telemetry.events import EventWriter
+    from mlbench.train.loop import train
+
+    run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps))
+    run_dir = Path(tempfile.mkdtemp(dir=tmp))
+    events = EventWriter(run_dir / "rank-0.jsonl", "bench", 0)
+    try:
+        summary = train(task, run_cfg, ctx, events, run_dir)
+    finally:
+        events.close()
+    assert summary.steps == steps, summary.stop_reason
+    return summary.train_time / steps
+
+
+def bare_loop(task: Any, cfg: Any, ctx: Any, steps: int) -> float:
+    """Seconds per step of a hand-written loop over the same objects."""
+    from mlbench.train.loop import seed_everything
+
+    seed_everything(cfg.seed)
+    train_data, _ = task.build_data(cfg, ctx)
+    model = task.build_model(cfg)
+    opt = task.build_optimizer(cfg, model, 1)
+    model.train()
+    done = 0
+    start = time.perf_counter()
+    while done < steps:
+        for x, y in train_data:
+            loss = task.loss(model(x), (x, y), model)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == steps:
+                break
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=".data", help="root holding the datasets (default .data)")
+    p.add_argument("--quick", action="store_true", help="few steps, 2 rounds (smoke test)")
+    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
+    p.add_argument("--no-record", action="store_true", help="don't append to RESULTS.md")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    worst = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.tasks.split(","):
+            overrides, full, quick = TASKS[name]
+            steps = quick if args.quick else full
+            repeats = 2 if args.quick else 5
+            task, cfg, ctx = _setup(name, overrides, args.data_dir)
+            bare_loop(task, cfg, ctx, min(steps, 3))  # warm-up
+            ours, bare = interleave(
+                lambda: mlbench_loop(task, cfg, ctx, steps, Path(tmp)),  # noqa: B023
+                lambda: bare_loop(task, cfg, ctx, steps),  # noqa: B023
+                repeats,
+            )
+            ratio = median(ours) / median(bare)
+            worst = max(worst, ratio)
+            rows.append(
+                [
+                    f"{name} ({' '.join(overrides) or 'official'})",
+                    str(steps),
+                    f"{1e3 * median(ours):.3f}",
+                    f"{1e3 * median(bare):.3f}",
+                    f"**{ratio:.3f}**",
+                ]
+            )
+            print(f"{name}: mlbench {ours} bare {bare}", file=sys.stderr)
+    body = table(["task (1 worker × 1 thread)", "steps", "mlbench ms/step", "bare ms/step", "ratio"], rows)
+    body += f"\n\nWorst ratio {worst:.3f}: {verdict(worst, TARGET, False)}. Medians of alternating runs.\n"
+    print(body)
+    if not args.no_record:
+        record("P1: harness overhead, mlbench loop vs bare PyTorch loop", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
