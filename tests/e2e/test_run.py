@@ -133,7 +133,8 @@ def test_epsilon_logreg_a9a_two_workers(real_data: Path, tmp_path: Path) -> None
         vals = [r for r in records if r["kind"] == "val" and r["name"] == "accuracy"]
         assert [v["step"] for v in vals] == [20, 40]
         _check_resources(records, final_step=40)
-        assert (run_dir / f"rank-{rank}.stdout").exists()
+        out = (run_dir / f"rank-{rank}.stdout").read_text()
+        assert out.startswith("step ") and " loss " in out  # a progress line per window
         assert (run_dir / f"rank-{rank}.stderr").exists()
     assert "finished" in proc.stdout and "time to target" in proc.stdout
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -96,4 +97,9 @@ def test_restart_reconciles_running_runs(scheduling_master: Master) -> None:
     assert _wait(m, gone["id"], {"failed"})["reason"] == "master restarted"
     survivor = _wait(m, alive["id"], {"finished", "failed"})
     assert survivor["state"] == "finished", survivor["reason"]
+    # a 1-worker run gets threads for its share of the capacity (2), not every core: runs
+    # admitted side by side must not oversubscribe the machine
+    assert survivor["result"]["launcher"]["threads_per_worker"] == max(
+        1, (os.cpu_count() or 1) // 2
+    )
     _stored_equal_files(m, alive["id"], 1)

@@ -114,6 +114,10 @@ def test_reconnecting_with_last_event_id_resumes_without_gaps_or_repeats(
         )
         rest = [(m.event, m.data) for m in resumed if m.event in ("events", "log")]
         assert rest == [(m.event, m.data) for m in body[cut + 1 :]]
+    # events=false: state and logs only
+    quiet = _collect(client, f"/api/runs/{rid}/stream", params={"events": False})
+    assert {m.event for m in quiet} == {"state", "log", "end"}
+    assert quiet[0].json()["has_logs"] is True
     # from_now: nothing of the past, only the state and the end
     now = _collect(client, f"/api/runs/{rid}/stream", params={"from_now": True})
     assert [m.event for m in now] == ["state", "end"]

@@ -12,8 +12,10 @@ import argparse
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from sqlalchemy.orm import Session
+if TYPE_CHECKING:  # the CLI imports lazily: `mlbench --help` and `mlbench run` stay light
+    from sqlalchemy.orm import Session
 
 
 def register(sub: argparse._SubParsersAction) -> None:

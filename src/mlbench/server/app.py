@@ -7,6 +7,7 @@ Every invalid request is a 4xx naming the field; the OpenAPI schema FastAPI serv
 import io
 import json
 import math
+import re
 import secrets
 import sys
 import threading
@@ -140,6 +141,7 @@ def _run_json(run: Run) -> dict[str, Any]:
         "started_at": _iso(run.started_at),
         "finished_at": _iso(run.finished_at),
         "result": run.result,
+        "has_logs": run.run_dir is not None,  # this master ran it: /logs and log streaming work
     }
 
 
@@ -181,8 +183,23 @@ def _event_json(e: Event) -> dict[str, Any]:
     return out
 
 
-def _field_error(field: str, message: str, status: int = 422) -> HTTPException:
-    return HTTPException(status, detail=[{"loc": ["body", field], "msg": message}])
+def _field_error(field: str | list[str | int], message: str, status: int = 422) -> HTTPException:
+    loc = ["body", *(field if isinstance(field, list) else [field])]
+    return HTTPException(status, detail=[{"loc": loc, "msg": message}])
+
+
+def _blame(req: RunRequest, message: str) -> list[str | int]:
+    """Which request field a config error is about: the override whose key the message names,
+    else the worker count(s) (``task.validate`` checks the config against them)."""
+    keys = [line.split("=", 1)[0].strip() for line in req.overrides]
+    for i, key in enumerate(keys):  # the full key ("algorithm.topology: ...")
+        if key and key in message:
+            return ["overrides", i]
+    for i, key in enumerate(keys):  # or its last part as a word ("topology torus needs ...")
+        last = key.rsplit(".", 1)[-1]
+        if last and re.search(rf"\b{re.escape(last)}\b", message):
+            return ["overrides", i]
+    return ["workers_sweep"] if req.workers_sweep else ["workers"]
 
 
 # ---------------------------------------------------------------------------- the app
@@ -221,7 +238,7 @@ def create_app(
 
             running = Scheduler(
                 sessions,
-                LocalExecutor(scheduler.runs_dir, scheduler.master_url),
+                LocalExecutor(scheduler.runs_dir, scheduler.master_url, scheduler.capacity_workers),
                 capacity_workers=scheduler.capacity_workers,
                 data_dir=scheduler.data_dir,
                 poll_seconds=scheduler.poll_seconds,
@@ -336,13 +353,27 @@ def create_app(
 
         if req.task not in task_names():
             raise _field_error("task", f"unknown task {req.task!r}; known: {task_names()}")
+        from mlbench.registry import get_algorithm
+
+        try:
+            get_algorithm(req.algorithm)
+        except MlbenchError as exc:
+            raise _field_error("algorithm", str(exc)) from None
+        for i, line in enumerate(req.overrides):  # each line alone first: blame the exact one
+            try:
+                resolve_config(req.task, overrides=[line])
+            except MlbenchError as exc:
+                raise _field_error(["overrides", i], str(exc)) from None
         overrides = [*req.overrides, f"goal={req.goal}", f"algorithm.name={req.algorithm}"]
         try:
             task, cfg = resolve_config(req.task, overrides=overrides)
-            for k in req.workers_sweep or [req.workers]:
-                task.validate(cfg, k)
         except MlbenchError as exc:
             raise _field_error("overrides", str(exc)) from None
+        for k in req.workers_sweep or [req.workers]:
+            try:
+                task.validate(cfg, k)
+            except MlbenchError as exc:
+                raise _field_error(_blame(req, str(exc)), str(exc)) from None
         official = not get_task(req.task).official_differences(cfg)
         created = []
         # FIFO order is submission order: stamp it here, strictly increasing, at microsecond
@@ -531,22 +562,41 @@ def create_app(
     def metrics(run_id: RunId, s: SessionDep) -> dict[str, Any]:
         """Which (kind, name) series the run has, with their unit and event count."""
         get_run(s, run_id)
+        # (kind, name) counts come from the series index alone; the unit is read from one row
+        # per metric (a max(unit) over all rows cost ~2 s on a 1M-event run)
         rows = s.execute(
-            select(Event.kind, Event.name, func.max(Event.unit), func.count())
+            select(Event.kind, Event.name, func.count())
             .where(Event.run_id == run_id)
             .group_by(Event.kind, Event.name)
             .order_by(Event.kind, Event.name)
-        )
-        return {"metrics": [{"kind": k, "name": n, "unit": u, "count": c} for k, n, u, c in rows]}
+        ).all()
+        out = []
+        for kind, name, count in rows:
+            unit = s.scalar(
+                select(Event.unit)
+                .where(Event.run_id == run_id, Event.kind == kind, Event.name == name)
+                .limit(1)
+            )
+            out.append({"kind": kind, "name": name, "unit": unit, "count": count})
+        return {"metrics": out}
 
     @app.get("/api/runs/{run_id}/phases", dependencies=[Reader])
-    def phases(run_id: RunId, s: SessionDep) -> dict[str, Any]:
+    def phases(
+        run_id: RunId,
+        s: SessionDep,
+        until_step: int | None = Query(
+            None, ge=0, le=2**62, description="only phase events at steps ≤ this (the target's)"
+        ),
+    ) -> dict[str, Any]:
         """Seconds per phase per rank, summed over every ``phase`` event so far (exact while
         the run is live, unlike a sum over a down-sampled series)."""
         get_run(s, run_id)
+        conds = [Event.run_id == run_id, Event.kind == "phase"]
+        if until_step is not None:
+            conds.append(Event.step <= until_step)
         rows = s.execute(
             select(Event.rank, Event.name, func.sum(Event.value), func.max(Event.step))
-            .where(Event.run_id == run_id, Event.kind == "phase")
+            .where(*conds)
             .group_by(Event.rank, Event.name)
         )
         ranks: dict[str, dict[str, float]] = {}
@@ -563,6 +613,7 @@ def create_app(
             list[str] | None, Query(max_length=len(KINDS), description="only these kinds")
         ] = None,
         logs: bool = Query(True, description="also stream stdout/stderr lines"),
+        events: bool = Query(True, description="stream events (false: state and logs only)"),
         from_now: bool = Query(False, description="skip what the run produced so far"),
         cursor: str | None = Query(None, max_length=200_000, description="resume here"),
         last_event_id: str | None = Header(None, max_length=200_000),
@@ -590,6 +641,7 @@ def create_app(
             start,
             kinds=kind,
             logs=logs,
+            events=events,
             run_json=_run_json,
             event_json=_event_json,
         )
@@ -641,7 +693,9 @@ def create_app(
             .subquery()
         )
         stride = (inner.c.n + max_points - 1) // max_points  # SQLAlchemy 2: "/" is true division
-        q = select(inner).where((inner.c.rn - 1) % stride == 0).order_by(inner.c.rank, inner.c.rn)
+        # every stride-th point, and always each rank's last one (the latest value)
+        keep = ((inner.c.rn - 1) % stride == 0) | (inner.c.rn == inner.c.n)
+        q = select(inner).where(keep).order_by(inner.c.rank, inner.c.rn)
         out: dict[int, list[list[float | None]]] = {}
         for row in s.execute(q):
             out.setdefault(row.rank, []).append([row.step, row.epoch, row.time, row.value])

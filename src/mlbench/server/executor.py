@@ -37,9 +37,18 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    def __init__(self, runs_dir: Path, master_url: str) -> None:
+    """Runs each admitted run as an ``mlbench run`` launcher on this machine.
+
+    Every worker gets ``cores // capacity`` torch threads, whatever the run's size: runs admitted
+    side by side then never oversubscribe the cores (4 threads on 2 cores made a 1-worker run
+    ~100x slower per step while another ran), and a k-worker run and a 1-worker baseline use the
+    same threads per worker, so speedups compare workers, not thread pools.
+    """
+
+    def __init__(self, runs_dir: Path, master_url: str, capacity_workers: int = 1) -> None:
         self.runs_dir = runs_dir
         self.master_url = master_url
+        self.threads_per_worker = max(1, (os.cpu_count() or 1) // max(1, capacity_workers))
 
     def launch(self, run_id: str, argv: list[str], upload_token: str) -> Handle:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -57,6 +66,8 @@ class LocalExecutor:
             str(self.runs_dir),
             "--upload",
             self.master_url,
+            "--threads-per-worker",
+            str(self.threads_per_worker),
             "--json",
         ]
         proc = subprocess.Popen(

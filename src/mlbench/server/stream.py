@@ -103,11 +103,12 @@ class RunStream:
         *,
         kinds: list[str] | None,
         logs: bool,
+        events: bool = True,
         run_json: Callable[[Run], dict[str, Any]],
         event_json: Callable[[Event], dict[str, Any]],
     ) -> None:
         self.sessions, self.run_id, self.cursor = sessions, run_id, cursor
-        self.kinds, self.logs = kinds, logs
+        self.kinds, self.logs, self.events = kinds, logs, events
         self.run_json, self.event_json = run_json, event_json
 
     @staticmethod
@@ -135,7 +136,7 @@ class RunStream:
             run = s.get(Run, self.run_id)
             if run is None:
                 return None, out, False
-            for rank, last in enumerate(self.cursor.seqs):
+            for rank, last in enumerate(self.cursor.seqs if self.events else []):
                 q = select(Event).where(
                     Event.run_id == self.run_id, Event.rank == rank, Event.seq > last
                 )

@@ -117,7 +117,15 @@ class _Trainer:
         if self._window_steps == 0:
             return
         phases, step_time = self.timer.take_window()
-        self.emit("train", "loss", float(self._window_loss) / self._window_steps)
+        loss = float(self._window_loss) / self._window_steps
+        # one human-readable line per window on the rank's stdout (the dashboard's output pane,
+        # `tail -f rank-0.stdout`); the numbers of record are the events below
+        print(
+            f"step {self.step} epoch {self.epoch:.2f} loss {loss:.4f} "
+            f"{self._window_samples / max(step_time, 1e-12):.1f} samples/s",
+            flush=True,
+        )
+        self.emit("train", "loss", loss)
         self.emit("train", "lr", self.schedule.lr)
         self.emit("train", "train_time", step_time, "s")
         self.emit("train", "throughput", self._window_samples / max(step_time, 1e-12), "samples/s")
