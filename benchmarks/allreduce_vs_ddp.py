@@ -39,9 +39,18 @@ def main() -> int:
             result = run_mlbench(
                 "cifar10-resnet20",
                 [
-                    "--workers", "2", "--algorithm", scheme, "--data-dir", args.data_dir,
-                    "--set", f"train.max_steps={steps}", "--set", "data.val_samples=256",
-                    "--set", "train.log_every_steps=5",
+                    "--workers",
+                    "2",
+                    "--algorithm",
+                    scheme,
+                    "--data-dir",
+                    args.data_dir,
+                    "--set",
+                    f"train.max_steps={steps}",
+                    "--set",
+                    "data.val_samples=256",
+                    "--set",
+                    "train.log_every_steps=5",
                 ],
                 Path(tmp),
             )
@@ -65,7 +74,13 @@ def main() -> int:
         ]
 
     body = table(
-        ["scheme (1a, 2 × 1 thread, %d steps × %d runs)" % (steps, repeats), "step ms (median)", "range", "exposed comm ms", "img/s"],
+        [
+            "scheme (1a, 2 × 1 thread, %d steps × %d runs)" % (steps, repeats),
+            "step ms (median)",
+            "range",
+            "exposed comm ms",
+            "img/s",
+        ],
         [row("allreduce", ours), row("ddp", ddp)],
     )
     body += f"\n\nallreduce ÷ ddp step time: **{ratio:.3f}**, {verdict(ratio, TARGET, False)}.\n"

@@ -89,9 +89,15 @@ def main() -> int:
             f"{1e3 * median(ours):.2f}",
             f"{nbytes / median(ours) / 1e9:.3f}",
         ],
-        ["raw `dist.all_reduce`, same numel", f"{1e3 * median(raw):.2f}", f"{nbytes / median(raw) / 1e9:.3f}"],
+        [
+            "raw `dist.all_reduce`, same numel",
+            f"{1e3 * median(raw):.2f}",
+            f"{nbytes / median(raw) / 1e9:.3f}",
+        ],
     ]
-    body = table(["what (gloo, %d ranks, %.2f MB)" % (args.workers, nbytes / 1e6), "ms", "GB/s"], rows)
+    body = table(
+        ["what (gloo, %d ranks, %.2f MB)" % (args.workers, nbytes / 1e6), "ms", "GB/s"], rows
+    )
     body += (
         f"\n\nBandwidth ours ÷ raw: **{ratio:.3f}**, {verdict(ratio, TARGET, True)}. "
         f"Medians of {repeats} bursts of {iters} collectives each.\n"

@@ -76,8 +76,14 @@ def main() -> int:
             result = run_mlbench(
                 "cifar10-resnet20",
                 [
-                    "--workers", str(workers), "--data-dir", data_dir,
-                    "--set", f"train.max_steps={steps}", "--set", "data.val_samples=256",
+                    "--workers",
+                    str(workers),
+                    "--data-dir",
+                    data_dir,
+                    "--set",
+                    f"train.max_steps={steps}",
+                    "--set",
+                    "data.val_samples=256",
                 ],
                 Path(tmp),
             )
@@ -91,7 +97,11 @@ def main() -> int:
 
         mine, ref = interleave(ours, bare, repeats)
     rows = [
-        ["mlbench (allreduce, full phase timing)", f"{median(mine):.1f}", f"{median(mine) / ORIGINAL_2W:.2f}×"],
+        [
+            "mlbench (allreduce, full phase timing)",
+            f"{median(mine):.1f}",
+            f"{median(mine) / ORIGINAL_2W:.2f}×",
+        ],
         ["bare PyTorch loop (DDP)", f"{median(ref):.1f}", f"{median(ref) / ORIGINAL_2W:.2f}×"],
         ["original MLBench (reference file)", f"{ORIGINAL_2W:.0f}", "1.00×"],
     ]
