@@ -34,8 +34,8 @@ run: install data
 	$(BIN)/mlbench run epsilon-logreg --workers 2 --goal light --set data.dataset=a9a --data-dir $(DATA)
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
 test: lint

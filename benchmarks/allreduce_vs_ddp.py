@@ -75,7 +75,7 @@ def main() -> int:
 
     body = table(
         [
-            "scheme (1a, 2 × 1 thread, %d steps × %d runs)" % (steps, repeats),
+            f"scheme (1a, 2 × 1 thread, {steps} steps × {repeats} runs)",
             "step ms (median)",
             "range",
             "exposed comm ms",

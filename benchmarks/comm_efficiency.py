@@ -95,9 +95,7 @@ def main() -> int:
             f"{nbytes / median(raw) / 1e9:.3f}",
         ],
     ]
-    body = table(
-        ["what (gloo, %d ranks, %.2f MB)" % (args.workers, nbytes / 1e6), "ms", "GB/s"], rows
-    )
+    body = table([f"what (gloo, {args.workers} ranks, {nbytes / 1e6:.2f} MB)", "ms", "GB/s"], rows)
     body += (
         f"\n\nBandwidth ours ÷ raw: **{ratio:.3f}**, {verdict(ratio, TARGET, True)}. "
         f"Medians of {repeats} bursts of {iters} collectives each.\n"

@@ -18,7 +18,6 @@ import sys
 import time
 
 import torch
-
 from common import interleave, median, record, table, verdict  # type: ignore[import-not-found]
 
 TARGET = 10.0

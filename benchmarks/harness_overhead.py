@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from common import interleave, median, record, table, verdict  # type: ignore[import-not-found]
 
 TARGET = 1.02
@@ -140,7 +139,8 @@ def main() -> int:
         [f"task (1 worker, {args.device})", "steps", "mlbench ms/step", "bare ms/step", "ratio"],
         rows,
     )
-    body += f"\n\nWorst ratio {worst:.3f}: {verdict(worst, TARGET, False)}. Medians of alternating runs.\n"
+    body += f"\n\nWorst ratio {worst:.3f}: {verdict(worst, TARGET, False)}."
+    body += " Medians of alternating runs.\n"
     print(body)
     if not args.no_record:
         record("P1: harness overhead, mlbench loop vs bare PyTorch loop", body)

@@ -105,7 +105,7 @@ def main() -> int:
         ["bare PyTorch loop (DDP)", f"{median(ref):.1f}", f"{median(ref) / ORIGINAL_2W:.2f}×"],
         ["original MLBench (reference file)", f"{ORIGINAL_2W:.0f}", "1.00×"],
     ]
-    body = table(["1a, 2 workers × 1 thread, %d steps" % steps, "img/s", "vs original"], rows)
+    body = table([f"1a, 2 workers × 1 thread, {steps} steps", "img/s", "vs original"], rows)
     split = {k: median([p[k] for p in phases]) for k in phases[0]}
     body += (
         f"\n\nOurs ÷ bare: **{median(mine) / median(ref):.3f}**. Ours: {median(mine):.0f} img/s, "

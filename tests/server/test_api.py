@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -439,3 +440,45 @@ def test_metrics_and_exact_phase_totals(client: TestClient, tmp_path: Path) -> N
     assert early["ranks"]["0"]["forward"] == pytest.approx(0.005 * 10 * 9)
     assert early["last_step"] == {"0": 9, "1": 9}
     assert client.get("/api/runs/nope/phases").status_code == 404
+
+
+def test_a_full_batch_is_one_request_on_both_databases(client: TestClient, engine: Engine) -> None:
+    """10,000 events × 10 columns is past PostgreSQL's 65,535 bind parameters if each value is
+    one parameter (it was a 500); the insert must not depend on the batch size."""
+    run = _create(client)
+    events = [
+        {
+            "run_id": run["id"],
+            "rank": 0,
+            "seq": i,
+            "time": 1.0 + i,
+            "step": i,
+            "epoch": i / 1e4,
+            "kind": "train",
+            "name": "loss",
+            "value": 1.0 / (i + 1),
+            "unit": None,
+        }
+        for i in range(10_000)
+    ]
+    url = f"/api/runs/{run['id']}/events"
+    assert client.post(url, json={"events": events}).json() == {
+        "received": 10_000,
+        "inserted": 10_000,
+    }
+    assert client.post(url, json={"events": events[-10:]}).json()["inserted"] == 0
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Event)) == 10_000
+    # down-sampled evenly in steps, first and last included
+    pts = client.get(
+        f"/api/runs/{run['id']}/series", params={"kind": "train", "name": "loss", "max_points": 101}
+    ).json()["ranks"]["0"]
+    steps = [p[0] for p in pts]
+    assert steps[0] == 0 and steps[-1] == 9_999 and len(steps) == 101
+    gaps = {b - a for a, b in itertools.pairwise(steps[:-1])}
+    assert gaps <= {99, 100}  # ⌊9999·i/100⌋ apart
+    since = client.get(
+        f"/api/runs/{run['id']}/series",
+        params={"kind": "train", "name": "loss", "since": 1.0 + 9_989, "max_points": 5},
+    ).json()["ranks"]["0"]
+    assert [p[0] for p in since] == [9_990, 9_992, 9_994, 9_996, 9_998, 9_999]

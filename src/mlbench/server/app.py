@@ -26,14 +26,13 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import Engine, and_, delete, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mlbench import __version__
 from mlbench.errors import MlbenchError
 from mlbench.server import auth, db
+from mlbench.server.eventstore import insert_events, series_points
 from mlbench.server.models import RUN_STATES, TERMINAL_STATES, Event, Run, Token
 from mlbench.server.stream import Cursor, CursorError, RunStream, read_from
 from mlbench.telemetry.events import KINDS
@@ -547,14 +546,7 @@ def create_app(
         if not batch.events:
             return {"received": 0, "inserted": 0}
         rows = [e.model_dump() for e in batch.events]
-        insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
-        stmt = (
-            insert(Event)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["run_id", "rank", "seq"])
-            .returning(Event.id)  # only the rows actually inserted (rowcount is unreliable)
-        )
-        inserted = len(s.execute(stmt).all())
+        inserted = insert_events(s, engine, rows)
         s.commit()
         return {"received": len(rows), "inserted": inserted}
 
@@ -668,37 +660,18 @@ def create_app(
         since: float | None = Query(None, description="only events with time > since"),
         max_points: int = Query(1000, ge=1, le=100_000),
     ) -> dict[str, Any]:
-        """One metric's time series per rank, down-sampled server-side to ≤ max_points each."""
-        get_run(s, run_id)
+        """One metric's time series per rank, down-sampled on the server to ≤ max_points per rank
+        (evenly spaced in steps), plus each rank's last point. Index seeks only: the cost grows
+        with max_points, not with the run's length (see mlbench.server.eventstore)."""
+        run = get_run(s, run_id)
         if kind not in KINDS:
             raise HTTPException(422, detail=[{"loc": ["query", "kind"], "msg": "unknown kind"}])
-        conds = [Event.run_id == run_id, Event.kind == kind, Event.name == name]
-        if rank is not None:
-            conds.append(Event.rank == rank)
-        if since is not None:
-            conds.append(Event.time > since)
-        inner = (
-            select(
-                Event.rank,
-                Event.step,
-                Event.epoch,
-                Event.time,
-                Event.value,
-                func.row_number()
-                .over(partition_by=Event.rank, order_by=(Event.step, Event.seq))
-                .label("rn"),
-                func.count().over(partition_by=Event.rank).label("n"),
-            )
-            .where(and_(*conds))
-            .subquery()
-        )
-        stride = (inner.c.n + max_points - 1) // max_points  # SQLAlchemy 2: "/" is true division
-        # every stride-th point, and always each rank's last one (the latest value)
-        keep = ((inner.c.rn - 1) % stride == 0) | (inner.c.rn == inner.c.n)
-        q = select(inner).where(keep).order_by(inner.c.rank, inner.c.rn)
-        out: dict[int, list[list[float | None]]] = {}
-        for row in s.execute(q):
-            out.setdefault(row.rank, []).append([row.step, row.epoch, row.time, row.value])
+        ranks = [rank] if rank is not None else range(run.workers)
+        out: dict[int, list[list[Any]]] = {}
+        for r in ranks:
+            points = series_points(s, run_id, kind, name, r, max_points, since)
+            if points:
+                out[r] = points
         return {
             "run_id": run_id,
             "kind": kind,

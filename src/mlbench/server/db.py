@@ -32,7 +32,10 @@ def database_url() -> str:
 def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    engine = create_engine(url, pool_pre_ping=True)
+    # SQLite: one writer at a time; a writer that finds the file locked waits up to 30 s for
+    # its turn instead of failing the request ("database is locked" under 32 uploaders)
+    args = {"timeout": 30} if url.startswith("sqlite") else {}
+    engine = create_engine(url, pool_pre_ping=True, connect_args=args)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
