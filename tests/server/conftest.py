@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from mlbench.launch.local import free_port
+from mlbench.pgcluster import PostgresUnavailable, create_database, throwaway_postgres
 from mlbench.server.db import make_engine
 
 from .master import Master
@@ -25,38 +22,13 @@ from .master import Master
 PG_BIN = Path(os.environ.get("MLBENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
-def _as_postgres(args: list[str]) -> None:
-    cmd = ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
-    if not (PG_BIN / "initdb").exists():
-        pytest.fail(f"PostgreSQL binaries not found in {PG_BIN} (set MLBENCH_PG_BIN)")
-    data = Path(tempfile.mkdtemp(prefix="mlbench-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(data, "postgres", "postgres")
-    port = free_port()
-    _as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"])
-    _as_postgres(
-        [
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(data / "log"),
-            "-o",
-            f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off",
-            "-w",
-            "start",
-        ]
-    )
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
-    finally:
-        _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"])
-        shutil.rmtree(data, ignore_errors=True)
+        with throwaway_postgres(fsync=False, pg_bin=PG_BIN) as url:
+            yield url
+    except PostgresUnavailable as exc:  # a missing PostgreSQL fails the suite, never skips it
+        pytest.fail(f"{exc} (set MLBENCH_PG_BIN)")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -69,12 +41,10 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         return
     server = request.getfixturevalue("postgres_server")
     name = "t_" + secrets.token_hex(6)
-    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    eng = make_engine(f"{server}/{name}")
+    eng = make_engine(create_database(server, name))
     yield eng
     eng.dispose()
+    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
     admin.dispose()
