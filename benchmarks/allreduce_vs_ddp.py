@@ -25,11 +25,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=".data", help="root holding cifar10/ (default .data)")
     p.add_argument("--quick", action="store_true", help="1 short run per scheme (smoke test)")
-    p.add_argument("--steps", type=int, default=None, help="steps per run (default 40, quick 4)")
+    p.add_argument("--steps", type=int, default=None, help="steps per run (default 40, quick 2)")
     p.add_argument("--repeats", type=int, default=None, help="runs per scheme (default 5)")
     p.add_argument("--no-record", action="store_true", help="don't append to RESULTS.md")
     args = p.parse_args()
-    steps = args.steps or (4 if args.quick else 40)
+    steps = args.steps or (2 if args.quick else 40)
     repeats = args.repeats or (1 if args.quick else 5)
     stats: dict[str, list[dict]] = {"allreduce": [], "ddp": []}
 

@@ -29,8 +29,8 @@ from common import interleave, median, record, table, verdict  # type: ignore[im
 TARGET = 1.02
 TASKS = {
     # task: (overrides, full steps, quick steps)
-    "cifar10-resnet20": (["data.val_samples=256"], 40, 4),
-    "epsilon-logreg": (["data.dataset=a9a"], 3000, 600),
+    "cifar10-resnet20": (["data.val_samples=256"], 40, 2),
+    "epsilon-logreg": (["data.dataset=a9a"], 3000, 300),
 }
 
 
@@ -102,7 +102,7 @@ def bare_loop(task: Any, cfg: Any, ctx: Any, steps: int) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=".data", help="root holding the datasets (default .data)")
-    p.add_argument("--quick", action="store_true", help="few steps, 2 rounds (smoke test)")
+    p.add_argument("--quick", action="store_true", help="few steps, 1 round (smoke test)")
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--steps", type=int, default=None, help="steps per run (default per task)")
@@ -115,7 +115,7 @@ def main() -> int:
         for name in args.tasks.split(","):
             overrides, full, quick = TASKS[name]
             steps = args.steps or (quick if args.quick else full)
-            repeats = 2 if args.quick else 5
+            repeats = 1 if args.quick else 5
             task, cfg, ctx = _setup(name, overrides, args.data_dir, args.device)
             bare_loop(task, cfg, ctx, min(steps, 3))  # warm-up
             ours, bare = interleave(

@@ -746,19 +746,19 @@ def main() -> int:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke test: 2 s windows, 100-event batches, 10,000 points",
+        help="smoke test: 1 s windows, 100-event batches, 10,000 points",
     )
     p.add_argument(
         "--databases", default="sqlite,postgres", help="comma-separated: sqlite,postgres"
     )
     p.add_argument("--uploaders", default="8,32", help="uploader process counts (default 8,32)")
     p.add_argument("--batch", type=int, help="events per POST (1000; quick 100)")
-    p.add_argument("--duration", type=float, help="back-to-back window, s (20; quick 2)")
-    p.add_argument("--paced-duration", type=float, help="paced window, s (20; quick 2)")
+    p.add_argument("--duration", type=float, help="back-to-back window, s (20; quick 1)")
+    p.add_argument("--paced-duration", type=float, help="paced window, s (20; quick 1)")
     p.add_argument(
         "--paced-load", type=float, default=0.5, help="paced: fraction of back-to-back rate (0.5)"
     )
-    p.add_argument("--warmup", type=float, help="s of back-to-back posting before (2; quick 0.3)")
+    p.add_argument("--warmup", type=float, help="s of back-to-back posting before (2; quick 0.2)")
     p.add_argument(
         "--series-points", type=int, help="points of the series (1,000,000; quick 10,000)"
     )
@@ -770,9 +770,9 @@ def main() -> int:
     p.add_argument("--no-record", action="store_true", help="don't append to RESULTS.md")
     args = p.parse_args()
     quick = args.quick
-    args.duration = args.duration or (2.0 if quick else 20.0)
-    args.paced_duration = args.paced_duration or (2.0 if quick else 20.0)
-    args.warmup = args.warmup if args.warmup is not None else (0.3 if quick else 2.0)
+    args.duration = args.duration or (1.0 if quick else 20.0)
+    args.paced_duration = args.paced_duration or (1.0 if quick else 20.0)
+    args.warmup = args.warmup if args.warmup is not None else (0.2 if quick else 2.0)
     args.series_points = args.series_points or (10_000 if quick else 1_000_000)
     args.batch = args.batch or (100 if quick else 1000)
     args.databases = [d.strip() for d in args.databases.split(",") if d.strip()]

@@ -63,7 +63,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="short runs, 1 each (smoke test)")
     p.add_argument("--no-record", action="store_true", help="don't append to RESULTS.md")
     args = p.parse_args()
-    steps, repeats = (4, 1) if args.quick else (60, 3)
+    steps, repeats = (2, 1) if args.quick else (60, 3)
     data_dir = str(Path(args.data_dir).resolve())
     batch, workers = 128, 2
     phases: list[dict[str, float]] = []
