@@ -24,7 +24,7 @@ from mlbench.server.app import create_app
 from mlbench.server.auth import create_token
 from mlbench.server.models import Event, Run
 
-EXAMPLES = 40
+EXAMPLES = 25
 
 
 def _served_schema() -> dict:
