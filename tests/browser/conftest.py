@@ -121,8 +121,10 @@ class Watch:
     def _failed(self, req: Any) -> None:
         if self.down:
             return
-        # leaving a page aborts its live streams: that is the dashboard closing them
-        if req.failure == "net::ERR_ABORTED" and "/stream" in req.url:
+        # leaving a page aborts its live streams and in-flight reads (the pages pass an
+        # AbortSignal to every GET): that is the dashboard cancelling them, not a failure. A
+        # master error is an HTTP status (judged in _response) or a connection error.
+        if req.failure == "net::ERR_ABORTED" and req.method == "GET":
             return
         self.problems.append(f"request failed: {req.method} {req.url} {req.failure}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -223,6 +224,7 @@ def test_ingest_is_idempotent_and_equals_the_worker_files(
         (lambda e: e.update(rank=1), "events[0].rank"),  # the run has 1 rank
         (lambda e: e.update(run_id="other"), "events[0].run_id"),
         (lambda e: e.pop("seq"), "seq"),
+        (lambda e: e.update(name="loss\x00"), "name"),
     ],
 )
 def test_bad_events_are_rejected_whole(
@@ -236,6 +238,37 @@ def test_bad_events_are_rejected_whole(
     assert field in str(resp.json()["detail"])
     assert _stored(engine, run["id"]) == []
     assert client.post("/api/runs/missing/events", json={"events": []}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        (b'{"events": [', ["body"]),  # malformed JSON (the message gives the column)
+        (b"[]", ["body"]),  # not an object
+        (b'{"event": []}', ["body", "events"]),  # missing
+        (b'{"events": [{}]}', ["body", "events", 0, "run_id"]),
+        # Python's json writes NaN/Infinity literals; they must not be stored as numbers
+        (b'{"events": [EVENT, "value": NaN}]}', ["body", "events", 0, "value"]),
+        (b'{"events": [EVENT, "value": 1e400}]}', ["body", "events", 0, "value"]),
+        (b'{"events": [EVENT, "value": -Infinity}]}', ["body", "events", 0, "value"]),
+    ],
+)
+def test_an_unparsable_batch_is_a_422_located_in_the_body(
+    client: TestClient, body: bytes, loc: list
+) -> None:
+    """The ingest endpoint parses its bytes itself (for speed); its errors must look like every
+    other endpoint's: FastAPI's list of {loc, msg, type}, loc starting with "body"."""
+    run = _create(client)
+    event = {"run_id": run["id"], "rank": 0, "seq": 0, "time": 0.0, "step": 0, "epoch": 0.0}
+    event |= {"kind": "train", "name": "loss"}
+    resp = client.post(
+        f"/api/runs/{run['id']}/events",
+        content=body.replace(b"EVENT", json.dumps(event)[:-1].encode()),
+        headers={"Content-Type": "application/json"},
+    )
+    assert resp.status_code == 422, resp.text
+    detail = resp.json()["detail"]
+    assert detail[0]["loc"] == loc and detail[0]["msg"] and detail[0]["type"], detail
 
 
 def test_series_is_downsampled_per_rank(client: TestClient, tmp_path: Path) -> None:
