@@ -612,8 +612,7 @@ def create_app(
             )
         if not rows:
             return {"received": 0, "inserted": 0}
-        inserted = insert_events(s, engine, rows)
-        s.commit()
+        inserted = insert_events(s, engine, rows)  # commits
         return {"received": len(rows), "inserted": inserted}
 
     @app.get("/api/runs/{run_id}/metrics", dependencies=[Reader])
