@@ -10,6 +10,7 @@ import pytest
 from mlbench.telemetry.events import (
     KINDS,
     EventWriter,
+    encode_record,
     events_path,
     make_record,
     read_events,
@@ -235,3 +236,36 @@ def test_reopen_after_torn_line_keeps_new_records(path):
     w.emit("train", "loss", 2.0, step=2, epoch=0.0)
     w.close()
     assert [r["seq"] for r in read_events(path)] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "unit", "when"),
+    [
+        ("loss", 0.1 + 0.2, None, 1795374641.5018725),
+        ("throughput", 22000, "samples/s", 0.0),  # an int value
+        ('we"ird\\name\n', -1e-320, "µs", 1e22),  # escapes, a subnormal, an exponent
+        ("Δ/ünïcode", float("nan"), "s", 1.5),
+        ("x", float("-inf"), None, 2.0),
+        ("big", 1e300, "B", 3.0),
+    ],
+)
+def test_fast_encoding_is_exactly_json_dumps(name, value, unit, when):
+    """The writer's hand-made line encoder must produce json.dumps's bytes for every record."""
+    record = make_record("run-1", 3, 7, "train", name, value, step=11, epoch=0.25, unit=unit)
+    record["time"] = when
+    assert encode_record(record) == json.dumps(record, separators=(",", ":"))
+    extra = {**record, "other": [1, 2]}  # an unknown field: the generic encoder
+    assert encode_record(extra) == json.dumps(extra, separators=(",", ":"))
+
+
+def test_emit_many_writes_consecutive_seqs_at_one_time(path):
+    w = EventWriter(path, "run-1", 0)
+    w.emit("event", "start", 0, step=0, epoch=0.0)
+    out = w.emit_many(
+        [("train", "loss", 0.5, None), ("phase", "data", 0.01, "s")], step=10, epoch=0.1
+    )
+    w.close()
+    on_disk = read_events(path)
+    assert on_disk[1:] == out
+    assert [r["seq"] for r in on_disk] == [0, 1, 2]
+    assert out[0]["time"] == out[1]["time"] and out[1]["unit"] == "s" and "unit" not in out[0]

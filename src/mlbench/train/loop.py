@@ -101,7 +101,8 @@ class _Trainer:
         self.summary = RankSummary(rank=dist.rank)
         self.step = 0
         self.epoch = 0.0
-        # float64 on the loss's device; read (a host sync) only when a window is flushed
+        # float64 on the loss's device; read (a host sync) only when a window is flushed. (Keeping
+        # the step losses in a list and summing them at the flush measured slower on task 2a.)
         self._window_loss = torch.zeros((), dtype=torch.float64, device=dist.device)
         self._window_steps = 0
         self._window_samples = 0
@@ -125,18 +126,21 @@ class _Trainer:
             f"{self._window_samples / max(step_time, 1e-12):.1f} samples/s",
             flush=True,
         )
-        self.emit("train", "loss", loss)
-        self.emit("train", "lr", self.schedule.lr)
-        self.emit("train", "train_time", step_time, "s")
-        self.emit("train", "throughput", self._window_samples / max(step_time, 1e-12), "samples/s")
-        for name in STEP_PHASES:
-            self.emit("phase", name, phases[name], "s")
-        self.emit("comm", "bytes_sent", float(self._window_bytes), "B")
         self._bytes_total += self._window_bytes
-        self.emit("comm", "bytes_total", float(self._bytes_total), "B")
-        dense = self.algorithm.dense_bytes_per_step * self._window_steps
+        records: list[tuple[str, str, float, str | None]] = [
+            ("train", "loss", loss, None),
+            ("train", "lr", self.schedule.lr, None),
+            ("train", "train_time", step_time, "s"),
+            ("train", "throughput", self._window_samples / max(step_time, 1e-12), "samples/s"),
+            *(("phase", name, phases[name], "s") for name in STEP_PHASES),
+            ("comm", "bytes_sent", float(self._window_bytes), "B"),
+            ("comm", "bytes_total", float(self._bytes_total), "B"),
+        ]
         if self._window_bytes > 0:
-            self.emit("comm", "compression_ratio", dense / self._window_bytes)
+            dense = self.algorithm.dense_bytes_per_step * self._window_steps
+            records.append(("comm", "compression_ratio", dense / self._window_bytes, None))
+        # one write for the window (on a 0.45 ms step, 13 separate emits were ~3 % of the step)
+        self.events.emit_many(records, step=self.step, epoch=round(self.epoch, 6))
         self._window_loss.zero_()
         self._window_steps = self._window_samples = self._window_bytes = 0
 
