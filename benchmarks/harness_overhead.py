@@ -28,9 +28,11 @@ from common import interleave, median, record, table, verdict  # type: ignore[im
 
 TARGET = 1.02
 TASKS = {
-    # task: (overrides, full steps, quick steps)
-    "cifar10-resnet20": (["data.val_samples=256"], 40, 2),
-    "epsilon-logreg": (["data.dataset=a9a"], 3000, 300),
+    # task: (overrides, full steps, quick steps, full rounds)
+    "cifar10-resnet20": (["data.val_samples=256"], 40, 2, 5),
+    # a 2a run of 3000 steps lasts ~1.4 s, and the bare loop alone drifts ±3 % between runs in
+    # one process on this machine: the 2 % target needs many paired rounds to be resolved
+    "epsilon-logreg": (["data.dataset=a9a"], 3000, 300, 21),
 }
 
 
@@ -106,6 +108,7 @@ def main() -> int:
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--steps", type=int, default=None, help="steps per run (default per task)")
+    p.add_argument("--rounds", type=int, default=None, help="paired rounds (default per task)")
     p.add_argument("--no-record", action="store_true", help="don't append to RESULTS.md")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -113,9 +116,9 @@ def main() -> int:
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.tasks.split(","):
-            overrides, full, quick = TASKS[name]
+            overrides, full, quick, rounds = TASKS[name]
             steps = args.steps or (quick if args.quick else full)
-            repeats = 1 if args.quick else 5
+            repeats = 1 if args.quick else (args.rounds or rounds)
             task, cfg, ctx = _setup(name, overrides, args.data_dir, args.device)
             bare_loop(task, cfg, ctx, min(steps, 3))  # warm-up
             ours, bare = interleave(
@@ -123,7 +126,10 @@ def main() -> int:
                 lambda: bare_loop(task, cfg, ctx, steps),  # noqa: B023
                 repeats,
             )
-            ratio = median(ours) / median(bare)
+            # each round's two runs are neighbours in time: the median of the per-round ratios
+            # cancels the slow drift that a ratio of the two overall medians still carries
+            ratios = sorted(o / b for o, b in zip(ours, bare, strict=True))
+            ratio = median(ratios)
             worst = max(worst, ratio)
             rows.append(
                 [
@@ -132,15 +138,26 @@ def main() -> int:
                     f"{1e3 * median(ours):.3f}",
                     f"{1e3 * median(bare):.3f}",
                     f"**{ratio:.3f}**",
+                    f"{ratios[0]:.3f}–{ratios[-1]:.3f} ({len(ratios)})",
                 ]
             )
             print(f"{name}: mlbench {ours} bare {bare}", file=sys.stderr)
     body = table(
-        [f"task (1 worker, {args.device})", "steps", "mlbench ms/step", "bare ms/step", "ratio"],
+        [
+            f"task (1 worker, {args.device})",
+            "steps",
+            "mlbench ms/step",
+            "bare ms/step",
+            "ratio",
+            "per-round range (rounds)",
+        ],
         rows,
     )
     body += f"\n\nWorst ratio {worst:.3f}: {verdict(worst, TARGET, False)}."
-    body += " Medians of alternating runs.\n"
+    body += (
+        " Ratio: the median over rounds of (mlbench ÷ bare), the two runs of a round adjacent,"
+        " their order alternating; ms/step: medians.\n"
+    )
     print(body)
     if not args.no_record:
         record("P1: harness overhead, mlbench loop vs bare PyTorch loop", body)

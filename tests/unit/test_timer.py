@@ -198,3 +198,41 @@ def test_move_reattributes_without_changing_step_time() -> None:
     assert timer.train_time == step  # the step's wall time is unchanged
     timer.move("backward", "communication", 10.0)  # never more than the phase measured
     assert timer.totals["backward"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_laps_charge_contiguous_spans_that_add_up_to_the_step():
+    t = PhaseTimer()
+    t.step_start()
+    time.sleep(0.01)
+    t.lap("data")
+    time.sleep(0.03)
+    t.lap("forward")
+    t.lap("backward")  # an empty span
+    time.sleep(0.02)
+    t.lap("communication")
+    step = t.step_end()
+    assert 0.01 <= t.totals["data"] < 0.01 + SLACK
+    assert 0.03 <= t.totals["forward"] < 0.03 + SLACK
+    assert 0.02 <= t.totals["communication"] < 0.02 + SLACK
+    assert t.totals["backward"] < 0.005
+    laps = sum(t.window[n] for n in STEP_PHASES)
+    assert laps <= step and step - laps < 0.005  # only the tail after the last lap
+    # a new step starts a new lap: the time between steps is charged to nothing
+    time.sleep(0.02)
+    t.step_start()
+    t.lap("data")
+    t.step_end()
+    assert t.totals["data"] < 0.01 + SLACK and t.window["data"] == t.totals["data"]
+    assert t.totals["data"] - 0.01 < 0.015
+
+
+def test_a_lap_syncs_so_async_work_is_charged_to_its_phase():
+    dev = _FakeDevice()
+    t = PhaseTimer(sync=dev.sync)
+    t.step_start()
+    dev.launch(0.05)
+    t.lap("forward")
+    t.lap("optimizer")
+    t.step_end()
+    assert t.totals["forward"] >= 0.05
+    assert t.totals["optimizer"] < 0.03
