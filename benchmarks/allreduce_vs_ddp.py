@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import interleave, median, record, run_mlbench, table, verdict  # type: ignore[import-not-found]
+from common import finish, interleave, median, run_mlbench, table, verdict  # type: ignore[import-not-found]
 
 TARGET = 1.00
 
@@ -84,10 +84,7 @@ def main() -> int:
         [row("allreduce", ours), row("ddp", ddp)],
     )
     body += f"\n\nallreduce ÷ ddp step time: **{ratio:.3f}**, {verdict(ratio, TARGET, False)}.\n"
-    print(body)
-    if not args.no_record:
-        record("P2: all-reduce SGD vs DDP step time", body)
-    return 0
+    return finish("P2: all-reduce SGD vs DDP step time", body, args.no_record)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from common import median, record, table, verdict  # type: ignore[import-not-found]
+from common import finish, median, table, verdict  # type: ignore[import-not-found]
 
 TARGET = 0.95
 
@@ -108,10 +108,7 @@ def main() -> int:
         f"the slowest rank's median of {calls} calls of each, interleaved one by one after a "
         f"barrier; medians over {launches} launch(es).\n"
     )
-    print(body)
-    if not args.no_record:
-        record("P3: flattened gradient all-reduce vs raw all_reduce", body)
-    return 0
+    return finish("P3: flattened gradient all-reduce vs raw all_reduce", body, args.no_record)
 
 
 if __name__ == "__main__":

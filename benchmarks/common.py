@@ -54,6 +54,14 @@ def record(title: str, body: str) -> None:
     print(f"appended to {RESULTS}", file=sys.stderr)
 
 
+def finish(title: str, body: str, no_record: bool) -> int:
+    """Every script's end: print the section, append it to RESULTS.md unless ``--no-record``."""
+    print(body)
+    if not no_record:
+        record(title, body)
+    return 0
+
+
 def interleave(
     a: Callable[[], float], b: Callable[[], float], repeats: int
 ) -> tuple[list[float], list[float]]:

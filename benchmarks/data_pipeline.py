@@ -18,7 +18,7 @@ import sys
 import time
 
 import torch
-from common import interleave, median, record, table, verdict  # type: ignore[import-not-found]
+from common import finish, interleave, median, table, verdict  # type: ignore[import-not-found]
 
 TARGET = 10.0
 
@@ -72,10 +72,7 @@ def main() -> int:
     ]
     body = table(["what (batch 128, 1 thread)", "median", "range"], rows)
     body += f"\n\nPipeline ÷ training: **{ratio:.1f}×**, {verdict(ratio, TARGET, True)}.\n"
-    print(body)
-    if not args.no_record:
-        record("P6: 1a input pipeline vs training step rate", body)
-    return 0
+    return finish("P6: 1a input pipeline vs training step rate", body, args.no_record)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import interleave, median, record, table, verdict  # type: ignore[import-not-found]
+from common import finish, interleave, median, table, verdict  # type: ignore[import-not-found]
 
 TARGET = 1.02
 TASKS = {
@@ -158,10 +158,7 @@ def main() -> int:
         " Ratio: the median over rounds of (mlbench ÷ bare), the two runs of a round adjacent,"
         " their order alternating; ms/step: medians.\n"
     )
-    print(body)
-    if not args.no_record:
-        record("P1: harness overhead, mlbench loop vs bare PyTorch loop", body)
-    return 0
+    return finish("P1: harness overhead, mlbench loop vs bare PyTorch loop", body, args.no_record)
 
 
 if __name__ == "__main__":

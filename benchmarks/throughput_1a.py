@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import interleave, median, record, run_mlbench, table, verdict  # type: ignore[import-not-found]
+from common import finish, interleave, median, run_mlbench, table, verdict  # type: ignore[import-not-found]
 
 ORIGINAL_2W = 171.0
 TARGET = 1.25 * ORIGINAL_2W
@@ -114,10 +114,9 @@ def main() -> int:
         + ", ".join(f"{k} {1e3 * v:.1f}" for k, v in split.items() if v > 0)
         + ".\n"
     )
-    print(body)
-    if not args.no_record:
-        record("P4: 1a throughput vs the original MLBench and a bare PyTorch loop", body)
-    return 0
+    return finish(
+        "P4: 1a throughput vs the original MLBench and a bare PyTorch loop", body, args.no_record
+    )
 
 
 if __name__ == "__main__":
