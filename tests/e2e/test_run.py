@@ -173,6 +173,13 @@ def test_epsilon_logreg_a9a_reaches_light_goal(real_data: Path, tmp_path: Path) 
     assert s["wall_time_to_target"] >= s["time_to_target"]
     records = read_events(only_run_dir(runs) / "rank-0.jsonl")
     assert [r for r in records if r["name"] == "goal_reached"]
+    # every log window is in the events; the human progress line is rate-limited to one a
+    # second plus the last (this run's ~16 windows take well under a few seconds)
+    windows = [r for r in records if r["kind"] == "train" and r["name"] == "loss"]
+    lines = (only_run_dir(runs) / "rank-0.stdout").read_text().splitlines()
+    assert len(windows) >= 10
+    assert 2 <= len(lines) <= 2 + s["wall_time"], lines
+    assert lines[-1].startswith(f"step {s['steps']} ")
 
 
 def test_cifar10_resnet20_two_workers(real_data: Path, tmp_path: Path) -> None:
