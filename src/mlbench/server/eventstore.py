@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -70,13 +71,9 @@ def insert_events(s: Session, engine: Engine, rows: Sequence[tuple[Any, ...]]) -
     """
     if not rows:
         return 0
-    if engine.dialect.name == "sqlite":
-        with _SQLITE_WRITER:
-            inserted = _insert(s, engine, rows)
-            s.commit()
-        return inserted
-    inserted = _insert(s, engine, rows)
-    s.commit()
+    with _SQLITE_WRITER if engine.dialect.name == "sqlite" else nullcontext():
+        inserted = _insert(s, engine, rows)
+        s.commit()
     return inserted
 
 
