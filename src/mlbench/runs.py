@@ -136,3 +136,42 @@ def make_result(
         goal=task.target.describe(cfg.goal),
         ranks=ranks,
     )
+
+
+def validate_run(task: Task, cfg: RunConfig, world_size: int) -> None:
+    """Run-level validation before any process starts: the task's own checks, then the scheme's.
+
+    It lives here, in a composition root, because it needs both the task and the scheme named by
+    ``algorithm.name`` — and a task never imports a scheme (DESIGN §3).
+    """
+    from mlbench.registry import get_algorithm
+
+    task.validate(cfg, world_size)
+    get_algorithm(cfg.algorithm.name).check_config(cfg.algorithm, world_size)
+
+
+def algorithm_specs() -> list[dict[str, Any]]:
+    """Every communication scheme with the ``algorithm.*`` options it reads (CLI and API)."""
+    import sys
+
+    from mlbench.config import flat_items
+    from mlbench.registry import algorithm_names, get_algorithm
+    from mlbench.tasks.base import AlgorithmConfig
+
+    fields = {k: (v, f) for k, v, f in flat_items(AlgorithmConfig())}
+    out = []
+    for name in algorithm_names():
+        cls = get_algorithm(name)
+        module_doc = sys.modules[cls.__module__].__doc__
+        doc = (cls.__doc__ or module_doc or "").strip().split("\n\n")[0]
+        options = [
+            {
+                "key": f"algorithm.{k}",
+                "default": fields[k][0],
+                "help": fields[k][1].metadata.get("help", ""),
+            }
+            for k in cls.options
+            if k in fields
+        ]
+        out.append({"name": name, "summary": " ".join(doc.split()), "options": options})
+    return out

@@ -109,10 +109,12 @@ def test_unknown_algorithm_lists_known(name):
 
 
 def test_validate_rejects_unknown_algorithm_name():
+    from mlbench.runs import validate_run
+
     task = get_task("cifar10-resnet20")
     from mlbench.config import apply_overrides
 
     cfg = apply_overrides(task.default_config(), ["algorithm.name=ring"])
     with pytest.raises(ConfigError, match="ring"):
-        task.validate(cfg, 2)
-    task.validate(task.default_config(), 2)  # the default passes
+        validate_run(task, cfg, 2)
+    validate_run(task, task.default_config(), 2)  # the default passes

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     task, cfg = runs.resolve_config(args.task, config_file=args.config, overrides=_overrides(args))
     if cfg.data.dir and not Path(cfg.data.dir).expanduser().is_dir():
         raise ConfigError(f"data directory {cfg.data.dir} does not exist")
-    task.validate(cfg, args.workers)
+    runs.validate_run(task, cfg, args.workers)
     info = task.prepare_data(cfg)
     per_rank = info.train_size // args.workers
     if not task.measures and per_rank < cfg.data.batch_size:

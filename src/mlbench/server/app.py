@@ -9,7 +9,6 @@ import json
 import math
 import re
 import secrets
-import sys
 import threading
 import time
 import zipfile
@@ -347,27 +346,9 @@ def create_app(
     @app.get("/api/algorithms", dependencies=[Reader])
     def algorithms() -> list[dict[str, Any]]:
         """Every communication scheme, with the ``algorithm.*`` options it reads."""
-        from mlbench.config import flat_items
-        from mlbench.registry import algorithm_names, get_algorithm
-        from mlbench.tasks.base import AlgorithmConfig
+        from mlbench.runs import algorithm_specs
 
-        fields = {k: (v, f) for k, v, f in flat_items(AlgorithmConfig())}
-        out = []
-        for name in algorithm_names():
-            cls = get_algorithm(name)
-            module_doc = sys.modules[cls.__module__].__doc__
-            doc = (cls.__doc__ or module_doc or "").strip().split("\n\n")[0]
-            options = [
-                {
-                    "key": f"algorithm.{k}",
-                    "default": fields[k][0],
-                    "help": fields[k][1].metadata.get("help", ""),
-                }
-                for k in cls.options
-                if k in fields
-            ]
-            out.append({"name": name, "summary": " ".join(doc.split()), "options": options})
-        return out
+        return algorithm_specs()
 
     @app.get("/api/settings", dependencies=[Reader])
     def settings() -> dict[str, Any]:
@@ -383,7 +364,7 @@ def create_app(
     @app.post("/api/runs", status_code=201, dependencies=[Admin])
     def create_runs(req: RunRequest, s: SessionDep) -> dict[str, Any]:
         from mlbench.registry import get_task, task_names
-        from mlbench.runs import resolve_config
+        from mlbench.runs import resolve_config, validate_run
 
         if req.task not in task_names():
             raise _field_error("task", f"unknown task {req.task!r}; known: {task_names()}")
@@ -405,7 +386,7 @@ def create_app(
             raise _field_error("overrides", str(exc)) from None
         for k in req.workers_sweep or [req.workers]:
             try:
-                task.validate(cfg, k)
+                validate_run(task, cfg, k)
             except MlbenchError as exc:
                 raise _field_error(_blame(req, str(exc)), str(exc)) from None
         official = not get_task(req.task).official_differences(cfg)

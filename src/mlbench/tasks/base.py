@@ -220,9 +220,6 @@ class Task(ABC):
         """Reject configs that cannot run, before any process starts."""
         if cfg.task != self.name:
             raise ConfigError(f"task: config is for {cfg.task!r}, not {self.name!r}")
-        from mlbench.registry import get_algorithm
-
-        get_algorithm(cfg.algorithm.name).check_config(cfg.algorithm, world_size)
 
     # --- run in the launcher (no torch import): locate, download, verify -----------------------
     @abstractmethod
