@@ -18,7 +18,6 @@ import math
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
