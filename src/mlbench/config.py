@@ -202,6 +202,24 @@ def _check_range(value: Any, f: dataclasses.Field[Any], key: str) -> None:
 # ---------------------------------------------------------------------------- public API
 
 
+@dataclasses.dataclass
+class SchemeConfig:
+    """The ``algorithm`` section every run has: which scheme. Each scheme subclasses it with its
+    own options (``Algorithm.config_cls``); the section's concrete type is chosen from ``name``
+    when the config is resolved, so ``algorithm.topology`` is a typed key of gossip runs and an
+    error anywhere else. It lives here, in the bottom layer, because both tasks (``RunConfig``)
+    and schemes use it and neither may import the other.
+    """
+
+    name: str = param("allreduce", help="communication scheme (see docs/algorithms.md)")
+
+
+#: option keys that were renamed: old ``algorithm.<key>`` → new key (the error names the new one)
+RENAMED_KEYS = {
+    "algorithm.rank": "algorithm.matrix_rank",
+}
+
+
 def from_dict(cls: type[T], data: dict[str, Any], *, base: T | None = None, prefix: str = "") -> T:
     """Build ``cls`` from a nested dict, strictly: unknown keys and wrong types are errors.
 
@@ -214,6 +232,10 @@ def from_dict(cls: type[T], data: dict[str, Any], *, base: T | None = None, pref
     fields = {f.name: f for f in dataclasses.fields(obj)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        if prefix + unknown[0] in RENAMED_KEYS:
+            raise ConfigError(
+                f"{prefix + unknown[0]!r} was renamed {RENAMED_KEYS[prefix + unknown[0]]!r}"
+            )
         where = prefix or "top level"
         raise ConfigError(
             f"unknown config key {prefix + unknown[0]!r} ({where}); valid keys: "
@@ -267,6 +289,8 @@ def _resolve_field(cfg: Any, dotted: str) -> tuple[Any, dataclasses.Field[Any], 
         fields = {f.name: f for f in dataclasses.fields(obj)}
         here = ".".join(parts[:depth])
         if part not in fields:
+            if dotted in RENAMED_KEYS:
+                raise ConfigError(f"{dotted!r} was renamed {RENAMED_KEYS[dotted]!r}")
             valid = ", ".join((here + "." if here else "") + n for n in sorted(fields))
             raise ConfigError(f"unknown config key {dotted!r}; valid keys here: {valid}")
         value = getattr(obj, part)

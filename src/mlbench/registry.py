@@ -14,7 +14,7 @@ from mlbench.errors import ConfigError
 
 if TYPE_CHECKING:
     from mlbench.algorithms.base import Algorithm
-    from mlbench.tasks.base import Task
+    from mlbench.tasks.base import TaskBase
 
 TASKS: dict[str, str] = {
     "comm-backend": "mlbench.tasks.comm_backend:CommBackend",
@@ -46,10 +46,12 @@ def task_names() -> list[str]:
 
 def training_task_names() -> list[str]:
     """The tasks that train a model (every scheme applies to them), not measurement tasks."""
-    return [name for name in task_names() if not get_task(name).measures]
+    from mlbench.tasks.base import Task
+
+    return [name for name in task_names() if isinstance(get_task(name), Task)]
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str) -> TaskBase:
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     return _load(TASKS[name])()

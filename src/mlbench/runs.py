@@ -16,8 +16,8 @@ from typing import Any
 
 from mlbench.config import apply_overrides, from_dict, load_file, to_dict
 from mlbench.errors import ConfigError
-from mlbench.registry import get_task
-from mlbench.tasks.base import RunConfig, Task
+from mlbench.registry import algorithm_names, get_algorithm, get_task
+from mlbench.tasks.base import RunConfig, TaskBase
 
 CONFIG_FILE = "config.json"
 LAUNCH_FILE = "run.json"
@@ -56,38 +56,101 @@ def create_run_dir(runs_dir: Path, task: str, run_id: str | None = None) -> Path
     raise RuntimeError(f"could not create a fresh run directory in {runs_dir}")
 
 
+def _scheme_name(default: str, data: dict[str, Any], overrides: list[str]) -> str:
+    """``algorithm.name`` as the sources say it: the last override, else the file, else the
+    task's default. Needed first, because it decides the type of the ``algorithm`` section."""
+    name = default
+    section = data.get("algorithm")
+    if isinstance(section, dict) and isinstance(section.get("name"), str):
+        name = section["name"]
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if sep and key.strip() == "algorithm.name":
+            name = text.strip()
+    return name
+
+
+def _owners(key: str) -> list[str]:
+    """The built-in or installed schemes that have option ``key`` (for an error message)."""
+    import dataclasses
+
+    out = []
+    for name in algorithm_names():
+        try:
+            cls = get_algorithm(name)
+        except ConfigError:
+            continue
+        if key in {f.name for f in dataclasses.fields(cls.config_cls)}:
+            out.append(name)
+    return out
+
+
 def resolve_config(
     task_name: str,
     *,
     config_file: str | Path | None = None,
     overrides: Iterable[str] = (),
-) -> tuple[Task, RunConfig]:
-    """Task defaults ← config file ← ``--set`` overrides, each strictly type-checked."""
+    data: dict[str, Any] | None = None,
+) -> tuple[TaskBase, RunConfig]:
+    """Task defaults ← the scheme's section ← config file (or ``data``) ← ``--set`` overrides,
+    each strictly type-checked.
+
+    The ``algorithm`` section's type comes from ``algorithm.name`` (resolved first): a key of
+    another scheme is an error that names the schemes that have it.
+    """
     task = get_task(task_name)
-    cfg = task.default_config()
+    overrides = list(overrides)
     if config_file is not None:
         data = load_file(config_file)
         if data.get("task", task_name) != task_name:
             raise ConfigError(f"config file {config_file} is for task {data['task']!r}")
+    data = data or {}
+    cfg = task.default_config()
+    name = _scheme_name(cfg.algorithm.name, data, overrides)
+    cfg = task.with_scheme(cfg, name, get_algorithm(name).config_cls)
+    try:
         cfg = from_dict(type(cfg), data, base=cfg)
-    cfg = apply_overrides(cfg, overrides)
+        cfg = apply_overrides(cfg, overrides)
+    except ConfigError as exc:
+        raise _explain_scheme_key(exc, name) from None
     if cfg.task != task_name:
         raise ConfigError("task cannot be changed by an override; name it on the command line")
     return task, cfg
+
+
+def _explain_scheme_key(exc: ConfigError, scheme: str) -> ConfigError:
+    """An unknown ``algorithm.X`` that another scheme has: say whose option it is."""
+    import re
+
+    match = re.match(r"unknown config key 'algorithm\.([A-Za-z_]\w*)'", str(exc))
+    if match is None:
+        return exc
+    owners = _owners(match.group(1))
+    if not owners:
+        return exc
+    return ConfigError(
+        f"algorithm.{match.group(1)} is not an option of scheme {scheme!r}; it is an option of "
+        f"{', '.join(owners)} (set algorithm.name / --algorithm first). {exc}"
+    )
+
+
+def task_spec(task_name: str) -> dict[str, Any]:
+    """A task's spec with its default scheme's options resolved (``tasks --show``, the API)."""
+    task, cfg = resolve_config(task_name)
+    return task.spec(cfg)
 
 
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
     (run_dir / CONFIG_FILE).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
 
 
-def load_run_config(run_dir: Path) -> tuple[Task, RunConfig]:
+def load_run_config(run_dir: Path) -> tuple[TaskBase, RunConfig]:
     path = run_dir / CONFIG_FILE
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path} not found (is this a run directory?)") from None
-    task = get_task(data.get("task", ""))
-    return task, from_dict(task.config_cls, data, base=task.default_config())
+    return resolve_config(data.get("task", ""), data=data)
 
 
 def write_launch(run_dir: Path, info: dict[str, Any]) -> None:
@@ -103,7 +166,7 @@ def read_launch(run_dir: Path) -> dict[str, Any]:
 
 def make_result(
     run_dir: Path,
-    task: Task,
+    task: TaskBase,
     cfg: RunConfig,
     *,
     state: str,
@@ -138,7 +201,7 @@ def make_result(
     )
 
 
-def validate_run(task: Task, cfg: RunConfig, world_size: int) -> None:
+def validate_run(task: TaskBase, cfg: RunConfig, world_size: int) -> None:
     """Run-level validation before any process starts: the task's own checks, then the scheme's.
 
     It lives here, in a composition root, because it needs both the task and the scheme named by
@@ -155,10 +218,7 @@ def algorithm_specs() -> list[dict[str, Any]]:
     import sys
 
     from mlbench.config import flat_items
-    from mlbench.registry import algorithm_names, get_algorithm
-    from mlbench.tasks.base import AlgorithmConfig
 
-    fields = {k: (v, f) for k, v, f in flat_items(AlgorithmConfig())}
     out = []
     for name in algorithm_names():
         cls = get_algorithm(name)
@@ -167,11 +227,12 @@ def algorithm_specs() -> list[dict[str, Any]]:
         options = [
             {
                 "key": f"algorithm.{k}",
-                "default": fields[k][0],
-                "help": fields[k][1].metadata.get("help", ""),
+                "default": v,
+                "open": bool(f.metadata.get("open")),
+                "help": f.metadata.get("help", ""),
             }
-            for k in cls.options
-            if k in fields
+            for k, v, f in flat_items(cls.config_cls(name=name))
+            if k != "name"
         ]
         out.append({"name": name, "summary": " ".join(doc.split()), "options": options})
     return out

@@ -86,3 +86,11 @@ def run_ranks(
                 p.kill()
                 p.join()
     return [out[r] for r in range(world_size)]
+
+
+def scheme_config(name: str, **options: Any) -> Any:
+    """Scheme ``name``'s config section with ``options`` set, unchecked (tests pass bad values on
+    purpose to exercise ``check_config``)."""
+    from mlbench.registry import get_algorithm
+
+    return get_algorithm(name).config_cls(name=name, **options)

@@ -7,7 +7,7 @@ import torch
 
 from mlbench.algorithms.allreduce import AllReduce, make_buckets
 from mlbench.dist import DistContext
-from mlbench.tasks.base import AlgorithmConfig
+from mlbench.testing import scheme_config
 from mlbench.testing import run_ranks
 
 STEPS = 3
@@ -45,7 +45,7 @@ def _gradient_rank(
             for p in model.parameters():
                 p.add_(1.0)
     opt = _sgd(model)
-    algo = AllReduce(AlgorithmConfig(mode="gradients", bucket_mb=bucket_mb), ctx)
+    algo = AllReduce(scheme_config("allreduce", mode="gradients", bucket_mb=bucket_mb), ctx)
     algo.setup(model)
     for x, y in _batches(ctx.world_size, per_rank):
         lo = ctx.rank * per_rank
@@ -105,7 +105,7 @@ def _averaging_rank(ctx: DistContext) -> tuple[list[torch.Tensor], list[torch.Te
     model.train()
     model(torch.randn(4, 7))  # give BatchNorm rank-specific running stats
     before = [t.detach().clone() for t in AllReduce.state_tensors(model)]
-    algo = AllReduce(AlgorithmConfig(mode="weights", bucket_mb=0.0001), ctx)
+    algo = AllReduce(scheme_config("allreduce", mode="weights", bucket_mb=0.0001), ctx)
     algo.after_step(model)
     after = [t.detach().clone() for t in AllReduce.state_tensors(model)]
     return before, after, algo.bytes_sent
@@ -125,7 +125,7 @@ def test_model_averaging_equals_mean_of_rank_models() -> None:
 def _world_one(ctx: DistContext) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
     model = _model()
     before = [p.detach().clone() for p in model.parameters()]
-    algo = AllReduce(AlgorithmConfig(mode="gradients"), ctx)
+    algo = AllReduce(scheme_config("allreduce", mode="gradients"), ctx)
     algo.setup(model)
     model(torch.randn(2, 3, 8, 8)).sum().backward()
     grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mlbench.dist import DistContext
-from mlbench.registry import ALGORITHMS, training_task_names
+from mlbench.registry import ALGORITHMS, get_algorithm, training_task_names
 from mlbench.runs import resolve_config
 from mlbench.telemetry.events import EventWriter, read_events
 from mlbench.testing import run_ranks
@@ -40,7 +40,7 @@ def _run(ctx: DistContext, task_name: str, overrides: list[str], out: Path) -> d
     run_dir.mkdir(parents=True, exist_ok=True)
     events = EventWriter(run_dir / f"rank-{ctx.rank}.jsonl", run_dir.name, ctx.rank)
     try:
-        summary = train(task, cfg, ctx, events, run_dir)
+        summary = train(task, cfg, ctx, events, run_dir, get_algorithm(cfg.algorithm.name))
     finally:
         events.close()
     return {"summary": asdict(summary), "events": read_events(run_dir / f"rank-{ctx.rank}.jsonl")}

@@ -19,7 +19,7 @@ from mlbench.algorithms.gossip import Gossip
 from mlbench.algorithms.topology import spectral_gap
 from mlbench.dist import DistContext
 from mlbench.errors import ConfigError
-from mlbench.tasks.base import AlgorithmConfig
+from mlbench.testing import scheme_config
 from mlbench.testing import run_ranks
 
 # Path graph 0-1-2-3 with Metropolis–Hastings weights: irregular degrees (1, 2, 2, 1).
@@ -43,8 +43,8 @@ EXPECTED_W4 = {
 CONSENSUS_STEPS = 40
 
 
-def _cfg(topology: Any, custom: str | None = None) -> AlgorithmConfig:
-    return AlgorithmConfig(name="gossip", topology=topology, mixing_matrix=custom)
+def _cfg(topology: Any, custom: str | None = None) -> Any:
+    return scheme_config("gossip", topology=topology, mixing_matrix=custom)
 
 
 def _model(rank: int, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
@@ -129,7 +129,7 @@ def _four_ranks(ctx: DistContext, custom: str) -> dict[str, Any]:
         top: _one_step(ctx, top, custom if top == "custom" else None) for top in EXPECTED_W4
     }
     averaged = _model(ctx.rank)
-    AllReduce(AlgorithmConfig(mode="weights"), ctx).after_step(averaged)
+    AllReduce(scheme_config("allreduce", mode="weights"), ctx).after_step(averaged)
     out["allreduce"] = _flat(averaged)
     out["train"] = _train_step(ctx)
     out["consensus"] = {
@@ -147,7 +147,7 @@ def _two_ranks(ctx: DistContext) -> dict[str, Any]:
         algo.after_step(model)
         out[top] = (_flat(model), algo.bytes_sent, algo.stats())
     averaged = _model(ctx.rank)
-    AllReduce(AlgorithmConfig(mode="weights"), ctx).after_step(averaged)
+    AllReduce(scheme_config("allreduce", mode="weights"), ctx).after_step(averaged)
     out["allreduce"] = _flat(averaged)
     # mixed dtypes: one flat buffer (one message per neighbour) per dtype
     torch.manual_seed(5 + ctx.rank)

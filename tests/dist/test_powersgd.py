@@ -13,7 +13,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as torch_p
 from mlbench.algorithms.powersgd import PowerSGD, compressed_order, orthogonalize
 from mlbench.dist import DistContext
 from mlbench.errors import ConfigError
-from mlbench.tasks.base import AlgorithmConfig
+from mlbench.testing import scheme_config
 from mlbench.testing import run_ranks
 
 PER_RANK = 4
@@ -102,9 +102,9 @@ def _run_torch_hook(ctx: DistContext, case: dict[str, Any]) -> list[list[torch.T
 
 def _run_native(ctx: DistContext, case: dict[str, Any]) -> tuple[list[list[torch.Tensor]], bool]:
     model = _model()
-    cfg = AlgorithmConfig(
-        name="powersgd",
-        rank=case["rank"],
+    cfg = scheme_config(
+        "powersgd",
+        matrix_rank=case["rank"],
         warm_start=case["warm_start"],
         start_iter=case["start_iter"],
         min_compression_rate=case["rate"],
@@ -159,7 +159,7 @@ _UNCOMPRESSED_NUMEL = 5 * 16 + 4 * 72 + (5 + 16 * 4 + 32 + 4 + 8)  # head.w, con
 
 def _bytes_rank(ctx: DistContext) -> dict[str, Any]:
     model = _model()
-    cfg = AlgorithmConfig(name="powersgd", rank=2, start_iter=2, min_compression_rate=2.0)
+    cfg = scheme_config("powersgd", matrix_rank=2, start_iter=2, min_compression_rate=2.0)
     algo = PowerSGD(cfg, ctx)
     algo.setup(model)
     per_step = []
@@ -175,7 +175,7 @@ def _bytes_rank(ctx: DistContext) -> dict[str, Any]:
 def _exact_rank(ctx: DistContext) -> list[tuple[float, float]]:
     """Full rank, every matrix compressed: the result must be the exact average, every step."""
     model = _model()
-    cfg = AlgorithmConfig(name="powersgd", rank=64, start_iter=1, min_compression_rate=0.0)
+    cfg = scheme_config("powersgd", matrix_rank=64, start_iter=1, min_compression_rate=0.0)
     algo = PowerSGD(cfg, ctx)  # rate 0 is refused by check_config; here it forces compression
     algo.setup(model)
     out = []
@@ -205,7 +205,7 @@ def _exact_rank(ctx: DistContext) -> list[tuple[float, float]]:
 def _overflow_rank(ctx: DistContext) -> dict[str, bool]:
     """An inf gradient on one rank (fp16 overflow) must not poison the residual or later steps."""
     model = _model()
-    algo = PowerSGD(AlgorithmConfig(name="powersgd", rank=2, start_iter=1), ctx)
+    algo = PowerSGD(scheme_config("powersgd", matrix_rank=2, start_iter=1), ctx)
     algo.setup(model)
     out = {}
     for step in range(4):
@@ -289,7 +289,7 @@ def test_overflow_step_keeps_residual_and_recovers(two_ranks: list[dict[str, Any
 # ---------------------------------------------------------------------- one rank, config, helpers
 def _world_one(ctx: DistContext) -> tuple[bool, int, dict[str, Any]]:
     model = _model()
-    cfg = AlgorithmConfig(name="powersgd", rank=1, start_iter=1)
+    cfg = scheme_config("powersgd", matrix_rank=1, start_iter=1)
     algo = PowerSGD(cfg, ctx)
     algo.setup(model)
     unchanged = True
@@ -313,15 +313,15 @@ def test_world_size_one_is_local_training() -> None:
 @pytest.mark.parametrize("rank", [0, -1])
 def test_check_config_rejects_bad_rank(rank: int) -> None:
     with pytest.raises(ConfigError, match=r"algorithm\.rank must be ≥ 1"):
-        PowerSGD.check_config(AlgorithmConfig(name="powersgd", rank=rank), 2)
+        PowerSGD.check_config(scheme_config("powersgd", matrix_rank=rank), 2)
 
 
 def test_check_config_rejects_bad_rates_and_accepts_defaults() -> None:
     with pytest.raises(ConfigError, match="min_compression_rate"):
-        PowerSGD.check_config(AlgorithmConfig(name="powersgd", min_compression_rate=0.5), 2)
+        PowerSGD.check_config(scheme_config("powersgd", min_compression_rate=0.5), 2)
     with pytest.raises(ConfigError, match="start_iter"):
-        PowerSGD.check_config(AlgorithmConfig(name="powersgd", start_iter=0), 2)
-    PowerSGD.check_config(AlgorithmConfig(name="powersgd"), 2)
+        PowerSGD.check_config(scheme_config("powersgd", start_iter=0), 2)
+    PowerSGD.check_config(scheme_config("powersgd"), 2)
 
 
 def test_grouping_by_shape_and_orthogonalize() -> None:

@@ -9,7 +9,7 @@ import torch
 
 from mlbench.dist import DistContext
 from mlbench.registry import get_algorithm
-from mlbench.tasks.base import AlgorithmConfig
+from mlbench.testing import scheme_config
 from mlbench.testing import run_ranks
 
 STEPS = 4
@@ -40,7 +40,7 @@ def _optimizer(kind: str, params: Any) -> torch.optim.Optimizer:
 
 def _train(ctx: DistContext, scheme: str, options: dict[str, Any], opt: str) -> dict[str, Any]:
     """Run STEPS steps of ``scheme`` on this rank's slice of the shared batches."""
-    cfg = AlgorithmConfig(name=scheme, **options)
+    cfg = scheme_config(scheme, **options)
     algo = get_algorithm(scheme)(cfg, ctx)
     module = _model()
     model = algo.wrap(module)

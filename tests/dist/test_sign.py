@@ -17,7 +17,7 @@ from mlbench.algorithms.flat import flatten_grads, write_grads
 from mlbench.algorithms.sign import SignSGD, pack_signs, signs, unpack_signs
 from mlbench.dist import DistContext
 from mlbench.errors import ConfigError
-from mlbench.tasks.base import AlgorithmConfig
+from mlbench.testing import scheme_config
 from mlbench.testing import run_ranks
 
 D = 22  # parameters of _model(): not a multiple of 8 → 3 bytes of bits
@@ -82,7 +82,7 @@ def _train(ctx: DistContext, variant: str, lr: float) -> tuple[list[float], list
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(0.5)
-    algo = SignSGD(AlgorithmConfig(name="signsgd", sign_variant=variant), ctx)
+    algo = SignSGD(scheme_config("signsgd", sign_variant=variant), ctx)
     algo.setup(model)
     g = torch.Generator().manual_seed(77 + ctx.rank)
     w_true = torch.arange(5, dtype=torch.float32).reshape(5, 1) / 5
@@ -99,8 +99,8 @@ def _train(ctx: DistContext, variant: str, lr: float) -> tuple[list[float], list
 
 
 def _sign_rank(ctx: DistContext) -> dict[str, Any]:
-    def cfg(**kw: Any) -> AlgorithmConfig:
-        return AlgorithmConfig(name="signsgd", **kw)
+    def cfg(**kw: Any) -> Any:
+        return scheme_config("signsgd", **kw)
 
     return {
         "majority": _run_steps(SignSGD(cfg(sign_variant="majority"), ctx), ctx),
@@ -169,7 +169,7 @@ def test_sign_schemes_match_reference(world: int) -> None:
 def _world_one(ctx: DistContext) -> list[tuple[int, bool, dict[str, Any]]]:
     out = []
     for variant in ("ef", "majority"):
-        algo = SignSGD(AlgorithmConfig(name="signsgd", sign_variant=variant), ctx)
+        algo = SignSGD(scheme_config("signsgd", sign_variant=variant), ctx)
         model = _model()
         algo.setup(model)
         model(torch.randn(4, 5)).sum().backward()
@@ -206,7 +206,7 @@ def test_packed_bit_layout_and_sign_of_zero() -> None:
 
 
 def test_check_config_rejects_unknown_variant() -> None:
-    SignSGD.check_config(AlgorithmConfig(sign_variant="ef"), world_size=2)
-    SignSGD.check_config(AlgorithmConfig(sign_variant="majority"), world_size=2)
+    SignSGD.check_config(scheme_config("signsgd", sign_variant="ef"), world_size=2)
+    SignSGD.check_config(scheme_config("signsgd", sign_variant="majority"), world_size=2)
     with pytest.raises(ConfigError, match="sign_variant"):
-        SignSGD.check_config(AlgorithmConfig(sign_variant="bogus"), world_size=2)  # type: ignore[arg-type]
+        SignSGD.check_config(scheme_config("signsgd", sign_variant="bogus"), world_size=2)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from mlbench.algorithms.flat import flatten_grads, write_grads
 from mlbench.algorithms.sparse import RandomK, TopK, derive_seed, num_selected
 from mlbench.dist import DistContext
 from mlbench.errors import ConfigError
-from mlbench.tasks.base import AlgorithmConfig
+from mlbench.testing import scheme_config
 from mlbench.testing import run_ranks
 
 D = 22  # parameters of _model(): not a multiple of 8, several tensors
@@ -75,15 +75,15 @@ def _fraction_one(ctx: DistContext) -> list[list[torch.Tensor]]:
     models = [_model() for _ in range(3)]
     for m in models:
         torch.nn.functional.mse_loss(m(x), y).backward()
-    AllReduce(AlgorithmConfig(mode="gradients"), ctx).reduce_gradients(models[0])
-    TopK(AlgorithmConfig(name="topk", fraction=1.0), ctx).reduce_gradients(models[1])
-    RandomK(AlgorithmConfig(name="randomk", fraction=1.0), ctx, seed=3).reduce_gradients(models[2])
+    AllReduce(scheme_config("allreduce", mode="gradients"), ctx).reduce_gradients(models[0])
+    TopK(scheme_config("topk", fraction=1.0), ctx).reduce_gradients(models[1])
+    RandomK(scheme_config("randomk", fraction=1.0), ctx, seed=3).reduce_gradients(models[2])
     return [[p.grad.clone() for p in m.parameters()] for m in models]
 
 
 def _randomk_reproducible(ctx: DistContext) -> list[torch.Tensor]:
     """Same seed → same index sequence; the default seed is torch's run seed."""
-    cfg = AlgorithmConfig(name="randomk", fraction=RANDK_FRACTION)
+    cfg = scheme_config("randomk", fraction=RANDK_FRACTION)
     torch.manual_seed(1234)
     algos = [RandomK(cfg, ctx), RandomK(cfg, ctx, seed=1234), RandomK(cfg, ctx, seed=99)]
     picks: list[list[torch.Tensor]] = []
@@ -104,7 +104,7 @@ def _train(
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(0.5)
-    algo = TopK(AlgorithmConfig(name="topk", fraction=0.1), ctx)
+    algo = TopK(scheme_config("topk", fraction=0.1), ctx)
     algo.setup(model)
     g = torch.Generator().manual_seed(77 + ctx.rank)
     w_true = torch.arange(5, dtype=torch.float32).reshape(5, 1) / 5
@@ -123,14 +123,14 @@ def _train(
 def _sparse_rank(ctx: DistContext) -> dict[str, Any]:
     fraction_one = _fraction_one(ctx)
     topk = _run_steps(
-        TopK(AlgorithmConfig(name="topk", fraction=TOPK_FRACTION), ctx), ctx, _model()
+        TopK(scheme_config("topk", fraction=TOPK_FRACTION), ctx), ctx, _model()
     )
     no_ef = _run_steps(
-        TopK(AlgorithmConfig(name="topk", fraction=TOPK_FRACTION, error_feedback=False), ctx),
+        TopK(scheme_config("topk", fraction=TOPK_FRACTION, error_feedback=False), ctx),
         ctx,
         _model(),
     )
-    randk_algo = RandomK(AlgorithmConfig(name="randomk", fraction=RANDK_FRACTION), ctx, seed=5)
+    randk_algo = RandomK(scheme_config("randomk", fraction=RANDK_FRACTION), ctx, seed=5)
     randk = _run_steps(randk_algo, ctx, _model())
     return {
         "fraction_one": fraction_one,
@@ -223,8 +223,8 @@ def test_sparsified_sgd_matches_reference(world: int) -> None:
 def _world_one(ctx: DistContext) -> list[tuple[int, bool, dict[str, Any]]]:
     out = []
     for algo in (
-        TopK(AlgorithmConfig(name="topk", fraction=0.1), ctx),
-        RandomK(AlgorithmConfig(name="randomk", fraction=0.1), ctx),
+        TopK(scheme_config("topk", fraction=0.1), ctx),
+        RandomK(scheme_config("randomk", fraction=0.1), ctx),
     ):
         model = _model()
         algo.setup(model)
@@ -248,12 +248,12 @@ def test_world_size_one_is_plain_local_training() -> None:
 def test_check_config_rejects_fraction_outside_unit_interval(fraction: float) -> None:
     for cls in (TopK, RandomK):
         with pytest.raises(ConfigError, match=r"algorithm\.fraction must be in \(0, 1\]"):
-            cls.check_config(AlgorithmConfig(fraction=fraction), world_size=2)
+            cls.check_config(scheme_config("topk", fraction=fraction), world_size=2)
 
 
 def test_check_config_accepts_valid_fractions() -> None:
     for fraction in (1e-6, 0.01, 1.0):
-        TopK.check_config(AlgorithmConfig(fraction=fraction), world_size=2)
+        TopK.check_config(scheme_config("topk", fraction=fraction), world_size=2)
 
 
 def test_k_is_ceil_of_fraction_times_d() -> None:

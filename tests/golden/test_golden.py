@@ -56,6 +56,7 @@ TASKS = list(TINY)
 
 
 def _one(ctx: DistContext, task_name: str, extra: list[str], data: str, out: Path) -> dict:
+    from mlbench.registry import get_algorithm
     from mlbench.runs import resolve_config
     from mlbench.telemetry.events import EventWriter, read_events
     from mlbench.train.loop import train
@@ -64,6 +65,7 @@ def _one(ctx: DistContext, task_name: str, extra: list[str], data: str, out: Pat
         f"data.dir={data}",
         f"train.max_steps={STEPS}",
         "train.log_every_steps=1",
+        "train.log_every_seconds=0",
         "train.resource_every_seconds=0",
         *TINY[task_name],
         *extra,
@@ -74,7 +76,7 @@ def _one(ctx: DistContext, task_name: str, extra: list[str], data: str, out: Pat
     path = run_dir / f"rank-{ctx.rank}.jsonl"
     events = EventWriter(path, run_dir.name, ctx.rank)
     try:
-        summary = asdict(train(task, cfg, ctx, events, run_dir))
+        summary = asdict(train(task, cfg, ctx, events, run_dir, get_algorithm(cfg.algorithm.name)))
     finally:
         events.close()
     losses = [e["value"] for e in read_events(path) if e["kind"] == "train" and e["name"] == "loss"]

@@ -12,34 +12,40 @@ base lr becomes ``algorithm.adam_lr``.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mlbench.algorithms.allreduce import AllReduce
+from mlbench.algorithms.allreduce import AllReduce, BucketConfig
+from mlbench.config import param
 from mlbench.errors import ConfigError
 
 if TYPE_CHECKING:
     from mlbench.dist import DistContext
-    from mlbench.tasks.base import AlgorithmConfig, RunConfig
+
+
+@dataclass
+class AdamConfig(BucketConfig):
+    adam_lr: float = param(1e-3, minimum=0, help="learning rate (scaled like the task's)")
+    adam_betas: tuple[float, ...] = param((0.9, 0.999), help="(beta1, beta2)")
+    adam_eps: float = param(1e-8, minimum=0, help="epsilon")
+    adam_weight_decay: float = param(0.0, minimum=0, help="L2 weight decay (torch.optim.Adam)")
+    overlap: bool = param(
+        False, open=True, help="start each gradient's all-reduce from a backward hook (async)"
+    )
 
 
 class CentralizedAdam(AllReduce):
     name = "adam"
-    options = (
-        "adam_lr",
-        "adam_betas",
-        "adam_eps",
-        "adam_weight_decay",
-        *AllReduce.options,
-    )
+    config_cls = AdamConfig
+    cfg: AdamConfig
 
-    def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:
-        super().__init__(dataclasses.replace(cfg, mode="gradients"), dist_ctx)
+    def __init__(self, cfg: AdamConfig, dist_ctx: DistContext) -> None:
+        super().__init__(cfg, dist_ctx)  # gradients are averaged (AllReduce's default mode)
 
     @classmethod
-    def check_config(cls, cfg: AlgorithmConfig, world_size: int) -> None:
+    def check_config(cls, cfg: AdamConfig, world_size: int) -> None:
         if len(cfg.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.adam_betas):
             raise ConfigError("algorithm.adam_betas must be two values in [0, 1), e.g. 0.9,0.999")
         if cfg.adam_lr <= 0:
@@ -57,6 +63,6 @@ class CentralizedAdam(AllReduce):
             weight_decay=self.cfg.adam_weight_decay,
         )
 
-    def lr_scale(self, cfg: RunConfig) -> float:
+    def lr_scale(self, cfg: Any) -> float:
         base = getattr(getattr(cfg, "optim", None), "lr", None)
         return self.cfg.adam_lr / base if base else 1.0

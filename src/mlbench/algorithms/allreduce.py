@@ -24,15 +24,38 @@ World size 1 issues no collectives and changes nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
 from mlbench.algorithms.base import Algorithm
+from mlbench.config import SchemeConfig, param
 
 if TYPE_CHECKING:
     from mlbench.dist import DistContext
-    from mlbench.tasks.base import AlgorithmConfig
+
+
+@dataclass
+class BucketConfig(SchemeConfig):
+    """How averaged tensors are packed into collectives (every all-reduce based scheme)."""
+
+    bucket_mb: float = param(25.0, open=True, minimum=0.001, help="flattened bucket size in MB")
+    per_layer: bool = param(
+        False, open=True, help="one collective per parameter tensor, no buckets"
+    )
+
+
+@dataclass
+class AllReduceConfig(BucketConfig):
+    mode: Literal["gradients", "weights"] = param(
+        "gradients", help="average gradients (before the step) or weights (after)"
+    )
+    overlap: bool = param(
+        False, open=True, help="start each gradient's all-reduce from a backward hook (async)"
+    )
 
 
 def make_buckets(tensors: list[torch.Tensor], bucket_bytes: float) -> list[list[torch.Tensor]]:
@@ -58,10 +81,14 @@ def make_buckets(tensors: list[torch.Tensor], bucket_bytes: float) -> list[list[
 
 class AllReduce(Algorithm):
     name = "allreduce"
-    options: ClassVar[tuple[str, ...]] = ("mode", "bucket_mb", "per_layer", "overlap")
+    config_cls: ClassVar[type[SchemeConfig]] = AllReduceConfig
 
-    def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:
+    def __init__(self, cfg: BucketConfig, dist_ctx: DistContext) -> None:
         super().__init__(cfg, dist_ctx)
+        # subclasses' sections (adam, localsgd) share the buckets but not these two options
+        self.mode: str = getattr(cfg, "mode", "gradients")
+        self.overlap: bool = getattr(cfg, "overlap", False)
+        self._sync = True
         self._flat: dict[int, torch.Tensor] = {}
         self._pending: list[tuple[Any, torch.Tensor]] = []
         self._hooks: list[Any] = []
@@ -71,7 +98,7 @@ class AllReduce(Algorithm):
 
     @property
     def overlaps(self) -> bool:  # type: ignore[override]
-        return self.cfg.overlap and self.cfg.mode == "gradients"
+        return self.overlap and self.mode == "gradients"
 
     # ------------------------------------------------------------------ averaging
     def average(self, tensors: list[torch.Tensor]) -> None:
@@ -106,7 +133,7 @@ class AllReduce(Algorithm):
 
     # ------------------------------------------------------------------ hooks
     def setup(self, model: torch.nn.Module) -> None:
-        if self.cfg.mode == "weights":
+        if self.mode == "weights":
             self.dense_bytes_per_step = sum(
                 p.numel() * 4 for p in model.parameters() if p.requires_grad
             )
@@ -118,7 +145,7 @@ class AllReduce(Algorithm):
             for p in model.parameters():
                 if p.requires_grad:
                     self._hooks.append(p.register_post_accumulate_grad_hook(self._launch))
-        elif self.cfg.mode == "gradients" and not self.cfg.per_layer and self.dist.world_size > 1:
+        elif self.mode == "gradients" and not self.cfg.per_layer and self.dist.world_size > 1:
             params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
             for bucket in make_buckets(params, self.cfg.bucket_mb * 1e6):
                 flat = torch.zeros(
@@ -152,13 +179,24 @@ class AllReduce(Algorithm):
             flat.zero_()
         self._attach_views()
 
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Accumulation: the backward hooks launch nothing until the last micro-batch."""
+        self._sync = False
+        try:
+            yield
+        finally:
+            self._sync = True
+
     def _launch(self, p: torch.Tensor) -> None:
         """Backward hook: start this gradient's all-reduce without waiting for it."""
         assert p.grad is not None
+        if not self._sync:
+            return
         self._pending.append((self.all_reduce(p.grad, async_op=True), p.grad))
 
     def reduce_gradients(self, model: torch.nn.Module) -> None:
-        if self.cfg.mode != "gradients" or self.dist.world_size == 1:
+        if self.mode != "gradients" or self.dist.world_size == 1:
             return
         if self.overlaps and self.dist.world_size > 1:
             k = self.dist.world_size
@@ -178,7 +216,7 @@ class AllReduce(Algorithm):
         self.average([p.grad for p in model.parameters() if p.grad is not None])
 
     def after_step(self, model: torch.nn.Module) -> None:
-        if self.cfg.mode != "weights" or self.dist.world_size == 1:
+        if self.mode != "weights" or self.dist.world_size == 1:
             return
         with torch.no_grad():
             self.average(self.state_tensors(model))

@@ -22,25 +22,30 @@ send → the bytes sent. (Wire bytes depend on the backend's algorithm; docs/tim
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.distributed as dist
 
+from mlbench.config import SchemeConfig
+
 if TYPE_CHECKING:
     from mlbench.dist import DistContext
-    from mlbench.tasks.base import AlgorithmConfig, RunConfig
 
 
 class Algorithm(ABC):
     name: ClassVar[str]
-    #: the ``algorithm.*`` config keys this scheme reads (shown by the dashboard's run form)
-    options: ClassVar[tuple[str, ...]] = ()
+    #: this scheme's ``algorithm`` section: ``name`` plus its own typed options (a dataclass
+    #: subclassing :class:`SchemeConfig`). Its fields are the scheme's ``algorithm.*`` keys:
+    #: type-checked on load, listed by ``mlbench tasks --show`` and ``/api/algorithms``, and
+    #: compared with their defaults for ``official_differences``.
+    config_cls: ClassVar[type[SchemeConfig]] = SchemeConfig
     #: True when communication overlaps backward; ``exposed_in_backward`` reports the wait.
     overlaps: ClassVar[bool] = False
 
-    def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:
+    def __init__(self, cfg: Any, dist_ctx: DistContext) -> None:
         self.cfg = cfg
         self.dist = dist_ctx
         self.bytes_sent = 0
@@ -49,11 +54,20 @@ class Algorithm(ABC):
 
     # ------------------------------------------------------------------ configuration
     @classmethod
-    def check_config(cls, cfg: AlgorithmConfig, world_size: int) -> None:
+    def check_config(cls, cfg: Any, world_size: int) -> None:
         """Reject bad options before any process starts (raise ConfigError)."""
         return None
 
     # ------------------------------------------------------------------ lifecycle hooks
+    def no_sync(self) -> contextlib.AbstractContextManager[None]:
+        """Hold communication for a micro-batch that is not the step's last (``train.accumulate``).
+
+        The loop calls ``reduce_gradients`` once per optimizer step, so a scheme that reduces
+        there needs nothing; a scheme that communicates *during* backward (hooks, DDP) returns a
+        context that keeps its backward silent.
+        """
+        return contextlib.nullcontext()
+
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """Return the module the loop trains (the same one, unless the scheme wraps it)."""
         return model
@@ -64,7 +78,7 @@ class Algorithm(ABC):
         """The optimizer to use; by default the task's."""
         return task_optimizer
 
-    def lr_scale(self, cfg: RunConfig) -> float:
+    def lr_scale(self, cfg: Any) -> float:
         """Factor applied to every lr the task's schedule sets (1.0: the task's own lrs).
 
         A scheme that brings its own optimizer (centralized Adam) keeps the task's schedule shape
@@ -148,3 +162,10 @@ class Algorithm(ABC):
             self._count(self.nbytes(t))
         for req in dist.batch_isend_irecv(ops):
             req.wait()
+
+
+def scheme_options(cls: type[Algorithm]) -> list[str]:
+    """The option keys of a scheme's section (without ``name``), in declaration order."""
+    import dataclasses
+
+    return [f.name for f in dataclasses.fields(cls.config_cls) if f.name != "name"]

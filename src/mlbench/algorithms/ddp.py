@@ -20,8 +20,10 @@ backward's computation is, by design, not counted as communication time.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -29,11 +31,20 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as torch_powersgd
 
 from mlbench.algorithms.base import Algorithm
+from mlbench.algorithms.powersgd import PowerSGDConfig
+from mlbench.config import param
 from mlbench.errors import ConfigError
 
 if TYPE_CHECKING:
     from mlbench.dist import DistContext
-    from mlbench.tasks.base import AlgorithmConfig
+
+
+@dataclass
+class DDPConfig(PowerSGDConfig):
+    bucket_mb: float = param(25.0, open=True, minimum=0.001, help="DDP's bucket_cap_mb")
+    ddp_hook: Literal["none", "powersgd"] = param(
+        "none", help="communication hook (powersgd uses matrix_rank/warm_start/... above)"
+    )
 
 
 def _default_group() -> dist.ProcessGroup:
@@ -42,18 +53,28 @@ def _default_group() -> dist.ProcessGroup:
 
 class DDP(Algorithm):
     name = "ddp"
-    options = ("bucket_mb", "ddp_hook", "rank", "warm_start", "min_compression_rate", "start_iter")
+    config_cls = DDPConfig
+    cfg: DDPConfig
     overlaps = True
 
-    def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:
+    def __init__(self, cfg: DDPConfig, dist_ctx: DistContext) -> None:
         super().__init__(cfg, dist_ctx)
         self._last_launch: float | None = None
         self._powersgd: Any = None
+        self._wrapped: torch.nn.parallel.DistributedDataParallel | None = None
 
     @classmethod
-    def check_config(cls, cfg: AlgorithmConfig, world_size: int) -> None:
-        if cfg.ddp_hook == "powersgd" and cfg.rank < 1:
-            raise ConfigError(f"algorithm.rank must be ≥ 1 for PowerSGD, got {cfg.rank}")
+    def check_config(cls, cfg: DDPConfig, world_size: int) -> None:
+        if cfg.ddp_hook == "powersgd" and cfg.matrix_rank < 1:
+            raise ConfigError(
+                f"algorithm.matrix_rank must be ≥ 1 for PowerSGD, got {cfg.matrix_rank}"
+            )
+
+    def no_sync(self) -> contextlib.AbstractContextManager[None]:
+        """Accumulation: DDP's own ``no_sync`` (gradients accumulate locally, no all-reduce)."""
+        if self._wrapped is None:
+            return contextlib.nullcontext()
+        return self._wrapped.no_sync()
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         if self.dist.world_size == 1:
@@ -65,13 +86,14 @@ class DDP(Algorithm):
         if self.cfg.ddp_hook == "powersgd":
             self._powersgd = torch_powersgd.PowerSGDState(
                 process_group=None,
-                matrix_approximation_rank=self.cfg.rank,
+                matrix_approximation_rank=self.cfg.matrix_rank,
                 start_powerSGD_iter=max(2, self.cfg.start_iter),
                 min_compression_rate=self.cfg.min_compression_rate,
                 warm_start=self.cfg.warm_start,
                 random_seed=0,
             )
         wrapped.register_comm_hook(None, self._hook)
+        self._wrapped = wrapped
         return wrapped
 
     # deliberately unannotated: DDP compares the annotations with the class objects

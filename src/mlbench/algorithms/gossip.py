@@ -33,24 +33,36 @@ sent and the step is plain local SGD.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from mlbench.algorithms import topology as topo
 from mlbench.algorithms.allreduce import AllReduce
 from mlbench.algorithms.base import Algorithm
+from mlbench.config import SchemeConfig, param
 
 if TYPE_CHECKING:
     from mlbench.dist import DistContext
-    from mlbench.tasks.base import AlgorithmConfig
+
+
+@dataclass
+class GossipConfig(SchemeConfig):
+    topology: Literal["ring", "torus", "exponential", "complete", "custom"] = param(
+        "ring", help="communication graph"
+    )
+    mixing_matrix: str | None = param(
+        None, help="JSON list of rows (or a .json file) when topology = custom"
+    )
 
 
 class Gossip(Algorithm):
     name = "gossip"
-    options = ("topology", "mixing_matrix")
+    config_cls = GossipConfig
+    cfg: GossipConfig
 
-    def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:
+    def __init__(self, cfg: GossipConfig, dist_ctx: DistContext) -> None:
         super().__init__(cfg, dist_ctx)
         self.W = topo.mixing_matrix(cfg.topology, dist_ctx.world_size, cfg.mixing_matrix)
         self.self_weight = float(self.W[dist_ctx.rank, dist_ctx.rank])
@@ -58,7 +70,7 @@ class Gossip(Algorithm):
         self.gap = topo.spectral_gap(self.W)
 
     @classmethod
-    def check_config(cls, cfg: AlgorithmConfig, world_size: int) -> None:
+    def check_config(cls, cfg: GossipConfig, world_size: int) -> None:
         topo.check(cfg.topology, world_size, cfg.mixing_matrix)
 
     # ------------------------------------------------------------------ hooks

@@ -9,24 +9,31 @@ averaging after every step (the 2a reference scheme).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
-from mlbench.algorithms.allreduce import AllReduce
+from mlbench.algorithms.allreduce import AllReduce, BucketConfig
 from mlbench.algorithms.base import Algorithm
+from mlbench.config import param
 from mlbench.errors import ConfigError
 
 if TYPE_CHECKING:
     from mlbench.dist import DistContext
-    from mlbench.tasks.base import AlgorithmConfig
+
+
+@dataclass
+class LocalSGDConfig(BucketConfig):
+    local_steps: int = param(4, help="H local steps between model averages")
 
 
 class LocalSGD(AllReduce):
     name = "localsgd"
-    options = ("local_steps",)
+    config_cls = LocalSGDConfig
+    cfg: LocalSGDConfig
 
-    def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:
+    def __init__(self, cfg: LocalSGDConfig, dist_ctx: DistContext) -> None:
         super().__init__(cfg, dist_ctx)
         self.steps = 0
         self.averages = 0
@@ -36,7 +43,7 @@ class LocalSGD(AllReduce):
         return False
 
     @classmethod
-    def check_config(cls, cfg: AlgorithmConfig, world_size: int) -> None:
+    def check_config(cls, cfg: LocalSGDConfig, world_size: int) -> None:
         if cfg.local_steps < 1:
             raise ConfigError(f"algorithm.local_steps must be ≥ 1, got {cfg.local_steps}")
 

@@ -74,13 +74,31 @@ import numpy as np
 import torch
 
 from mlbench.algorithms.base import Algorithm
+from mlbench.config import SchemeConfig, param
 from mlbench.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch.utils.hooks import RemovableHandle
 
     from mlbench.dist import DistContext
-    from mlbench.tasks.base import AlgorithmConfig
+
+
+@dataclass
+class PowerSGDConfig(SchemeConfig):
+    """PowerSGD's options (also DDP's when its hook is PowerSGD)."""
+
+    matrix_rank: int = param(
+        2,
+        minimum=1,
+        help="rank r of the low-rank gradient approximation (not a process rank)",
+    )
+    warm_start: bool = param(True, help="reuse Q from the previous step")
+    min_compression_rate: float = param(
+        2.0, minimum=1.0, help="compress a matrix only if it saves at least this factor"
+    )
+    start_iter: int = param(
+        2, minimum=1, help="plain all-reduce before this step (torch's start_powerSGD_iter)"
+    )
 
 
 # ---------------------------------------------------------------------- pure helpers
@@ -229,9 +247,10 @@ def _write_grad(p: torch.nn.Parameter, value: torch.Tensor) -> None:
 # ---------------------------------------------------------------------- the scheme
 class PowerSGD(Algorithm):
     name = "powersgd"
-    options = ("rank", "warm_start", "min_compression_rate", "start_iter")
+    config_cls = PowerSGDConfig
+    cfg: PowerSGDConfig
 
-    def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext, *, seed: int = 0) -> None:
+    def __init__(self, cfg: PowerSGDConfig, dist_ctx: DistContext, *, seed: int = 0) -> None:
         super().__init__(cfg, dist_ctx)
         self.seed = seed
         self._seeds = np.random.RandomState(seed)  # one Q seed per Q initialisation, as torch
@@ -246,11 +265,11 @@ class PowerSGD(Algorithm):
         self._layout: _Layout | None = None
 
     @classmethod
-    def check_config(cls, cfg: AlgorithmConfig, world_size: int) -> None:
-        rank = cfg.rank
+    def check_config(cls, cfg: PowerSGDConfig, world_size: int) -> None:
+        rank = cfg.matrix_rank
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise ConfigError(
-                f"algorithm.rank must be ≥ 1 (the rank r of PowerSGD's low-rank gradient "
+                f"algorithm.matrix_rank must be ≥ 1 (the rank r of PowerSGD's low-rank gradient "
                 f"approximation), got {rank!r}"
             )
         rate = cfg.min_compression_rate
@@ -321,7 +340,7 @@ class PowerSGD(Algorithm):
             self._average_dense(params)
             return
         if self._layout is None:
-            self._layout = _Layout(params, self.cfg.rank, self.cfg.min_compression_rate)
+            self._layout = _Layout(params, self.cfg.matrix_rank, self.cfg.min_compression_rate)
         before = self.bytes_sent
         self._compress_and_average(self._layout)
         self.compressed_steps += 1
@@ -396,12 +415,12 @@ class PowerSGD(Algorithm):
         if self._params is None:
             return 0
         shapes = [tuple(p.shape) for p in self._params]
-        return 4 * payload_numel(shapes, self.cfg.rank, self.cfg.min_compression_rate)
+        return 4 * payload_numel(shapes, self.cfg.matrix_rank, self.cfg.min_compression_rate)
 
     def stats(self) -> dict[str, Any]:
         return {
             **super().stats(),
-            "rank": self.cfg.rank,
+            "rank": self.cfg.matrix_rank,
             "start_iter": self.cfg.start_iter,
             "compressed_steps": self.compressed_steps,
             "payload_bytes_per_compressed_step": self.payload_bytes_per_compressed_step,

@@ -35,17 +35,27 @@ communication, and there is none.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from mlbench.algorithms.base import Algorithm
 from mlbench.algorithms.flat import flatten_grads, grad_params, write_grads
+from mlbench.config import SchemeConfig, param
 from mlbench.errors import ConfigError
 
 if TYPE_CHECKING:
     from mlbench.dist import DistContext
-    from mlbench.tasks.base import AlgorithmConfig
+
+
+@dataclass
+class SignConfig(SchemeConfig):
+    sign_variant: Literal["ef", "majority"] = param(
+        "ef", help="scaled sign with error feedback, or majority vote"
+    )
+    error_feedback: bool = param(True, help="ef: keep the residual memory")
+
 
 _SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # MSB first
 
@@ -75,15 +85,16 @@ def unpack_signs(packed: torch.Tensor, d: int, dtype: torch.dtype = torch.float3
 
 class SignSGD(Algorithm):
     name = "signsgd"
-    options = ("sign_variant", "error_feedback")
+    config_cls = SignConfig
+    cfg: SignConfig
 
-    def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:
+    def __init__(self, cfg: SignConfig, dist_ctx: DistContext) -> None:
         super().__init__(cfg, dist_ctx)
         self.d = 0
         self.memory: torch.Tensor | None = None  # e, for "ef" with error_feedback
 
     @classmethod
-    def check_config(cls, cfg: AlgorithmConfig, world_size: int) -> None:
+    def check_config(cls, cfg: SignConfig, world_size: int) -> None:
         if cfg.sign_variant not in ("ef", "majority"):
             raise ConfigError(
                 f"algorithm.sign_variant must be 'ef' or 'majority', got {cfg.sign_variant!r}"

@@ -41,17 +41,24 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mlbench.algorithms.base import Algorithm
 from mlbench.algorithms.flat import flatten_grads, grad_params, write_grads
+from mlbench.config import SchemeConfig, param
 from mlbench.errors import ConfigError
 
 if TYPE_CHECKING:
     from mlbench.dist import DistContext
-    from mlbench.tasks.base import AlgorithmConfig
+
+
+@dataclass
+class SparseConfig(SchemeConfig):
+    fraction: float = param(0.01, help="fraction of gradient entries sent, in (0, 1]")
+    error_feedback: bool = param(True, help="keep the residual memory")
 
 
 def num_selected(fraction: float, d: int) -> int:
@@ -59,7 +66,7 @@ def num_selected(fraction: float, d: int) -> int:
     return max(1, min(d, math.ceil(round(fraction * d, 9))))
 
 
-def check_fraction(cfg: AlgorithmConfig) -> None:
+def check_fraction(cfg: SparseConfig) -> None:
     f = cfg.fraction
     if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f <= 1.0:
         raise ConfigError(
@@ -78,9 +85,10 @@ def derive_seed(tag: str, seed: int, rank: int) -> int:
 class _Sparsified(Algorithm):
     """Shared machinery: flatten, error feedback, gather (values, indices), average, write back."""
 
-    options = ("fraction", "error_feedback")
+    config_cls = SparseConfig
+    cfg: SparseConfig
 
-    def __init__(self, cfg: AlgorithmConfig, dist_ctx: DistContext) -> None:
+    def __init__(self, cfg: SparseConfig, dist_ctx: DistContext) -> None:
         super().__init__(cfg, dist_ctx)
         self.d = 0
         self.k = 0
@@ -89,7 +97,7 @@ class _Sparsified(Algorithm):
         self.last_indices: torch.Tensor | None = None
 
     @classmethod
-    def check_config(cls, cfg: AlgorithmConfig, world_size: int) -> None:
+    def check_config(cls, cfg: SparseConfig, world_size: int) -> None:
         check_fraction(cfg)
 
     @property
@@ -174,7 +182,7 @@ class RandomK(_Sparsified):
     name = "randomk"
 
     def __init__(
-        self, cfg: AlgorithmConfig, dist_ctx: DistContext, *, seed: int | None = None
+        self, cfg: SparseConfig, dist_ctx: DistContext, *, seed: int | None = None
     ) -> None:
         super().__init__(cfg, dist_ctx)
         self.seed = torch.initial_seed() if seed is None else seed

@@ -102,6 +102,7 @@ def _check_backend(requested: str, workers: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mlbench import runs
+    from mlbench.tasks.base import Task
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     runs.validate_run(task, cfg, args.workers)
     info = task.prepare_data(cfg)
     per_rank = info.train_size // args.workers
-    if not task.measures and per_rank < cfg.data.batch_size:
+    if isinstance(task, Task) and per_rank < cfg.data.batch_size * cfg.train.accumulate:
         raise ConfigError(
             f"{args.workers} workers is impossible here: each would get {per_rank} of "
             f"{info.train_size} training samples, less than one batch of {cfg.data.batch_size}"
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         "threads_per_worker": threads,
         "command": sys.argv,
         "data": info.description,
-        "official_data_issues": task.official_data_issues(cfg, info),
+        "official_data_issues": list(info.issues),
         "created": time.time(),
     }
     runs.write_launch(run_dir, launch_info)

@@ -9,10 +9,28 @@ whole-batch transform, all as tensor ops, and it is charged to the ``data`` phas
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@runtime_checkable
+class Loader(Protocol):
+    """What the training loop needs from a task's training data (DESIGN §4).
+
+    ``len()`` is the *plan* (steps an epoch is expected to have, for progress and epoch
+    fractions), not a promise: the loop runs the iterator to exhaustion. ``set_epoch`` is called
+    before each epoch's iteration, so a streaming or token-batching loader can reshuffle from a
+    seed shared by every rank. Batches are whatever the task's ``train_forward`` accepts.
+    """
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
 
 
 class BatchLoader:
@@ -40,6 +58,10 @@ class BatchLoader:
     def __len__(self) -> int:
         n = len(self.inputs)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing to do: the shuffle generator runs on from one epoch to the next, so epoch
+        ``e``'s order is the generator's ``e``-th permutation (seeded per rank)."""
 
     @property
     def num_samples(self) -> int:

@@ -58,7 +58,9 @@ def _run(args: argparse.Namespace, rank: int) -> int:
 
     from mlbench import runs
     from mlbench.dist import init_from_env, shutdown
+    from mlbench.registry import get_algorithm
     from mlbench.results.summary import write_result
+    from mlbench.tasks.base import MeasurementTask, Task
     from mlbench.telemetry.events import EventWriter, events_path
     from mlbench.telemetry.resources import ResourceSampler
     from mlbench.train.loop import LoopPosition, train
@@ -89,10 +91,12 @@ def _run(args: argparse.Namespace, rank: int) -> int:
         )
         sampler.start()
         try:
-            if task.measures:  # a measurement task (0a) has its own procedure, no training
+            if isinstance(task, MeasurementTask):  # 0a: its own procedure, no training
                 summary = task.measure(cfg, dist, events, run_dir)
             else:
-                summary = train(task, cfg, dist, events, run_dir, position)
+                assert isinstance(task, Task)
+                scheme = get_algorithm(cfg.algorithm.name)
+                summary = train(task, cfg, dist, events, run_dir, scheme, position)
         finally:
             # joined, its final sample written, before the file closes and exit_now() skips
             # everything else; a failed run gets its final sample too

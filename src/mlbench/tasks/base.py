@@ -3,27 +3,33 @@
 A task is *data plus a few builders*: hyperparameters live in the task's config defaults (never as
 locals in the loop), and the loop only calls the builders. That is what lets one training loop run
 every benchmark and what makes a run's "official" status a pure config comparison.
+
+Two kinds: a training :class:`Task` (data, model, ``train_forward``, evaluation, lr schedule —
+the loop owns everything else: communication, accumulation, clipping, normalisation, timing), and
+a :class:`MeasurementTask` (0a) that runs its own procedure. Both share :class:`TaskBase`: the
+name, the config tree, data preparation in the launcher and the spec shown to users.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from mlbench.config import closed_differences, param, section
+from mlbench.config import SchemeConfig, closed_differences, from_dict, param, section
 from mlbench.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
-    from mlbench.data.loader import BatchLoader
+    from mlbench.data.loader import Loader
     from mlbench.dist import DistContext
+    from mlbench.schedules import Schedule
     from mlbench.telemetry.events import EventWriter
-    from mlbench.train.loop import RankSummary
-    from mlbench.train.schedule import LRSchedule
+    from mlbench.telemetry.summary import RankSummary
 
 
 @dataclass(frozen=True)
@@ -63,12 +69,40 @@ class TrainConfig:
     time_limit: float | None = param(
         None, open=True, minimum=0, help="stop after this many seconds of wall time (training+eval)"
     )
-    eval_every_epochs: int = param(1, minimum=1, help="evaluate every N epochs")
+    eval_every_epochs: float = param(
+        1.0,
+        minimum=1e-6,
+        help="evaluate every N epochs; a fraction evaluates within an epoch (0.3: every 30 %)",
+    )
     eval_every_steps: int | None = param(
         None, minimum=1, help="also evaluate every N steps (finer time-to-target resolution)"
     )
     stop_at_goal: bool = param(True, open=True, help="stop as soon as the goal is reached")
     log_every_steps: int = param(10, open=True, minimum=1, help="train/phase events every N steps")
+    log_every_seconds: float = param(
+        0.0,
+        open=True,
+        minimum=0,
+        help="also close the event window after this many seconds (0: by steps only); with "
+        "log_every_steps large, windows are measured in time, which keeps per-step overhead "
+        "flat on sub-millisecond steps",
+    )
+    accumulate: int = param(
+        1,
+        minimum=1,
+        help="micro-batches per optimizer step; the scheme communicates only after the last",
+    )
+    clip_grad_norm: float | None = param(
+        None,
+        minimum=0,
+        help="clip the gradient norm to this after the reduction (and fp16 unscale), before "
+        "the step, so every rank applies the same factor",
+    )
+    normalize: Literal["mean", "global"] = param(
+        "mean",
+        help="mean: each rank's loss is its micro-batches' mean; global: gradients are divided "
+        "by the global unit count (all-reduced once per step), as for token-batched tasks",
+    )
     control_every_steps: int = param(
         1,
         open=True,
@@ -114,62 +148,6 @@ class DataConfig:
 
 
 @dataclass
-class AlgorithmConfig:
-    """Which communication scheme runs, and its options (one flat, typed section for all schemes).
-
-    Each option names the schemes that read it; the others ignore it. Scheme-specific checks run
-    in the scheme's ``check_config`` before any process starts.
-    """
-
-    name: str = param("allreduce", help="communication scheme (see docs/algorithms.md)")
-    mode: Literal["gradients", "weights"] = param(
-        "gradients", help="allreduce/ddp: average gradients (before the step) or weights (after)"
-    )
-    bucket_mb: float = param(
-        25.0, open=True, minimum=0.001, help="allreduce/adam/ddp: flattened bucket size in MB"
-    )
-    per_layer: bool = param(
-        False, open=True, help="allreduce/adam: one collective per parameter tensor, no buckets"
-    )
-    overlap: bool = param(
-        False,
-        open=True,
-        help="allreduce/adam: start each gradient's all-reduce from a backward hook (async)",
-    )
-    adam_lr: float = param(1e-3, minimum=0, help="adam: learning rate (scaled like the task's)")
-    adam_betas: tuple[float, ...] = param((0.9, 0.999), help="adam: (beta1, beta2)")
-    adam_eps: float = param(1e-8, minimum=0, help="adam: epsilon")
-    adam_weight_decay: float = param(
-        0.0, minimum=0, help="adam: L2 weight decay (torch.optim.Adam)"
-    )
-    rank: int = param(2, help="powersgd: rank r of the low-rank approximation")
-    warm_start: bool = param(True, help="powersgd: reuse Q from the previous step")
-    min_compression_rate: float = param(
-        2.0, minimum=1.0, help="powersgd: compress a matrix only if it saves at least this factor"
-    )
-    start_iter: int = param(
-        2,
-        minimum=1,
-        help="powersgd: plain all-reduce before this step (torch's start_powerSGD_iter)",
-    )
-    ddp_hook: Literal["none", "powersgd"] = param(
-        "none", help="ddp: communication hook (powersgd uses rank/warm_start/... above)"
-    )
-    topology: Literal["ring", "torus", "exponential", "complete", "custom"] = param(
-        "ring", help="gossip: communication graph"
-    )
-    mixing_matrix: str | None = param(
-        None, help="gossip: JSON list of rows (or a .json file) when topology = custom"
-    )
-    fraction: float = param(0.01, help="topk/randomk: fraction of gradient entries sent, in (0, 1]")
-    error_feedback: bool = param(True, help="topk/randomk/signsgd(ef): keep the residual memory")
-    sign_variant: Literal["ef", "majority"] = param(
-        "ef", help="signsgd: scaled sign with error feedback, or majority vote"
-    )
-    local_steps: int = param(4, help="localsgd: H local steps between model averages")
-
-
-@dataclass
 class RunConfig:
     """Root of every task's config tree. Tasks subclass it to set their defaults."""
 
@@ -178,20 +156,52 @@ class RunConfig:
     goal: Literal["full", "light"] = param("full", open=True, help="which target to stop at")
     train: TrainConfig = section(TrainConfig)
     data: DataConfig = section(DataConfig)
-    algorithm: AlgorithmConfig = section(AlgorithmConfig)
+    #: the scheme's section: :class:`SchemeConfig` until the config is resolved, then the
+    #: scheme's own subclass (``Algorithm.config_cls``), chosen from ``algorithm.name``
+    algorithm: SchemeConfig = section(SchemeConfig)
 
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What the launcher learns about the data before starting workers (no torch needed)."""
+    """What the launcher learns about the data before starting workers (no torch needed).
+
+    ``issues``: reasons the data found departs from the official dataset (a subset, another
+    dataset); they make the run non-official.
+    """
 
     train_size: int
     val_size: int
     description: str
+    issues: tuple[str, ...] = ()
 
 
-class Task(ABC):
-    """One benchmark task. Subclasses set the class attributes and implement the builders."""
+@dataclass
+class TaskData:
+    """What ``build_data`` gives the loop: this rank's loaders and the facts the model needs
+    (vocabulary size, feature count) — passed on to ``build_model`` instead of through ``self``."""
+
+    train: Loader
+    val: Any
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepOut:
+    """One micro-batch's forward result.
+
+    ``loss`` is the mean over the micro-batch's ``units`` (images, samples, target tokens);
+    ``lr_factor`` multiplies this step's lr (3a: sequence length / 70). Extra named values a task
+    wants logged go in ``extra`` (mean over the window).
+    """
+
+    loss: torch.Tensor
+    units: int
+    lr_factor: float = 1.0
+    extra: dict[str, float] | None = None
+
+
+class TaskBase(ABC):
+    """What every task has: identity, config tree, data preparation in the launcher, the spec."""
 
     name: ClassVar[str]
     task_id: ClassVar[str]
@@ -200,11 +210,22 @@ class Task(ABC):
     model: ClassVar[str]
     target: ClassVar[Target]
     config_cls: ClassVar[type[RunConfig]]
-    #: True for a measurement task (0a): workers call ``measure`` instead of the training loop
-    measures: ClassVar[bool] = False
+    #: the unit throughput is counted in (result.json, CLI, dashboard): "images", "tokens", ...
+    unit: ClassVar[str] = "samples"
+    #: option defaults this task's spec gives schemes that have the option (2a: averaging
+    #: weights, ``{"mode": "weights"}``); applied when the scheme's section is built
+    scheme_defaults: ClassVar[dict[str, Any]] = {}
 
     def default_config(self) -> RunConfig:
         return self.config_cls(task=self.name)
+
+    def with_scheme(self, cfg: RunConfig, name: str, section_cls: type[SchemeConfig]) -> RunConfig:
+        """``cfg`` with its ``algorithm`` section replaced by ``section_cls``'s defaults (named
+        ``name``), the task's ``scheme_defaults`` applied where the scheme has the option."""
+        known = {f.name for f in dataclasses.fields(section_cls)}
+        defaults = {k: v for k, v in self.scheme_defaults.items() if k in known}
+        section_cfg = from_dict(section_cls, {**defaults, "name": name}, prefix="algorithm.")
+        return dataclasses.replace(cfg, algorithm=section_cfg)
 
     @staticmethod
     def data_root(cfg: RunConfig) -> Path:
@@ -213,11 +234,22 @@ class Task(ABC):
         return Path(cfg.data.dir).expanduser()
 
     def official_differences(self, cfg: RunConfig) -> list[str]:
-        """Closed-division keys where ``cfg`` departs from the spec (empty = official)."""
-        return closed_differences(cfg, self.default_config())
+        """Closed-division keys where ``cfg`` departs from the spec (empty = official).
+
+        A scheme's options are compared with that scheme's defaults (as this task sets them), so
+        a PowerSGD run lists ``algorithm.name`` plus the PowerSGD options it changed.
+        """
+        spec = self.default_config()
+        default_name = spec.algorithm.name
+        spec = self.with_scheme(spec, cfg.algorithm.name, type(cfg.algorithm))
+        out = closed_differences(cfg, spec)
+        if cfg.algorithm.name != default_name:
+            out.insert(0, "algorithm.name")
+        return out
 
     def validate(self, cfg: RunConfig, world_size: int) -> None:
-        """Reject configs that cannot run, before any process starts."""
+        """Task-level checks before any process starts (the scheme's own checks run beside
+        these in ``runs.validate_run``, the composition root)."""
         if cfg.task != self.name:
             raise ConfigError(f"task: config is for {cfg.task!r}, not {self.name!r}")
 
@@ -225,16 +257,51 @@ class Task(ABC):
     @abstractmethod
     def prepare_data(self, cfg: RunConfig) -> DataInfo: ...
 
-    def official_data_issues(self, cfg: RunConfig, info: DataInfo) -> list[str]:
-        """Reasons the *data found* departs from the spec (e.g. a subset of epsilon)."""
-        return []
+    def spec(self, cfg: RunConfig | None = None) -> dict[str, Any]:
+        """Everything a user needs to know about the task, generated from the code.
+
+        ``cfg``: a resolved config (its scheme's options are listed too); default: the task's
+        own defaults without a resolved scheme section.
+        """
+        from mlbench.config import flat_items
+
+        return {
+            "name": self.name,
+            "id": self.task_id,
+            "title": self.title,
+            "dataset": self.dataset,
+            "model": self.model,
+            "unit": self.unit,
+            "kind": "measurement" if isinstance(self, MeasurementTask) else "training",
+            "target": dataclasses.asdict(self.target),
+            "config": [
+                {
+                    "key": k,
+                    "default": v,
+                    "open": bool(f.metadata.get("open")),
+                    "help": f.metadata.get("help", ""),
+                }
+                for k, v, f in flat_items(cfg if cfg is not None else self.default_config())
+            ],
+        }
+
+
+class Task(TaskBase):
+    """A training task. The loop calls, per rank::
+
+    data = build_data(cfg, dist)                 # loaders + facts
+    model = build_model(cfg, data.facts)
+    optimizer = build_optimizer(cfg, model, k); schedule = build_schedule(...)
+    every epoch: start_epoch(e); for batch in data.train: out = train_forward(model, batch)
+    with eval_context(model, optimizer): evaluate(model, data.val, dist)
+    """
 
     # --- run in every worker ---------------------------------------------------------------------
     @abstractmethod
-    def build_data(self, cfg: RunConfig, dist: DistContext) -> tuple[BatchLoader, BatchLoader]: ...
+    def build_data(self, cfg: RunConfig, dist: DistContext) -> TaskData: ...
 
     @abstractmethod
-    def build_model(self, cfg: RunConfig) -> torch.nn.Module: ...
+    def build_model(self, cfg: RunConfig, facts: dict[str, Any]) -> torch.nn.Module: ...
 
     @abstractmethod
     def build_optimizer(
@@ -249,45 +316,41 @@ class Task(ABC):
         world_size: int,
         steps_per_epoch: int,
         lr_scale: float = 1.0,
-    ) -> LRSchedule:
+    ) -> Schedule:
         """The lr schedule; every lr it sets (incl. the minimum) is multiplied by ``lr_scale``."""
 
-    @abstractmethod
-    def loss(
-        self, output: torch.Tensor, batch: tuple[torch.Tensor, ...], model: torch.nn.Module
-    ) -> torch.Tensor:
-        """Training loss. ``model`` is passed for terms on the weights (2a's L2 penalty)."""
+    def train_forward(self, model: torch.nn.Module, batch: Any) -> StepOut:
+        """One micro-batch: forward and loss. Default: ``model(batch[0])``, :meth:`loss`, units
+        = rows. Tasks with carried state (an LSTM's hidden state) override it and keep the state
+        themselves (detached here each step, reset in :meth:`start_epoch`)."""
+        output = model(batch[0])
+        return StepOut(self.loss(output, batch, model), len(batch[1]))
+
+    def loss(self, output: torch.Tensor, batch: Any, model: torch.nn.Module) -> torch.Tensor:
+        """Training loss for the default :meth:`train_forward`. ``model`` is passed for terms on
+        the weights (2a's L2 penalty)."""
+        raise NotImplementedError(f"{self.name}: override loss() or train_forward()")
+
+    def start_epoch(self, epoch: int) -> None:
+        """Before epoch ``epoch`` (0-based) starts: reset carried state. Default: nothing."""
+        return None
+
+    def eval_context(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    ) -> contextlib.AbstractContextManager[None]:
+        """Evaluate on other weights (averaged SGD swaps them in and back). Default: as is."""
+        return contextlib.nullcontext()
 
     @abstractmethod
-    def evaluate(
-        self, model: torch.nn.Module, val: BatchLoader, dist: DistContext
-    ) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, val: Any, dist: DistContext) -> dict[str, float]:
         """Global validation metrics (all-reduced over ranks); must include ``loss``."""
 
+
+class MeasurementTask(TaskBase):
+    """A task that measures instead of training (0a): workers call :meth:`measure`."""
+
+    @abstractmethod
     def measure(
         self, cfg: RunConfig, dist: DistContext, events: EventWriter, run_dir: Path
     ) -> RankSummary:
-        """A measurement task's whole procedure on one rank (only when ``measures``)."""
-        raise NotImplementedError(f"{self.name} is a training task")
-
-    def spec(self) -> dict[str, Any]:
-        """Everything a user needs to know about the task, generated from the code."""
-        from mlbench.config import flat_items
-
-        return {
-            "name": self.name,
-            "id": self.task_id,
-            "title": self.title,
-            "dataset": self.dataset,
-            "model": self.model,
-            "target": dataclasses.asdict(self.target),
-            "config": [
-                {
-                    "key": k,
-                    "default": v,
-                    "open": bool(f.metadata.get("open")),
-                    "help": f.metadata.get("help", ""),
-                }
-                for k, v, f in flat_items(self.default_config())
-            ],
-        }
+        """The whole procedure on one rank."""

@@ -9,16 +9,16 @@ max, gradients all-reduced over the flattened model after backward.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mlbench.config import param, section
 from mlbench.errors import ConfigError
 from mlbench.tasks.base import (
-    AlgorithmConfig,
     DataConfig,
     DataInfo,
     RunConfig,
     Target,
+    TaskData,
     TrainConfig,
 )
 from mlbench.tasks.common import SGDConfig, SGDTask
@@ -26,7 +26,6 @@ from mlbench.tasks.common import SGDConfig, SGDTask
 if TYPE_CHECKING:
     import torch
 
-    from mlbench.data.loader import BatchLoader
     from mlbench.dist import DistContext
 
 
@@ -68,7 +67,6 @@ class Cifar10Config(RunConfig):
             min_lr=0.02,
         )
     )
-    algorithm: AlgorithmConfig = section(lambda: AlgorithmConfig(mode="gradients"))
 
 
 class Cifar10ResNet20(SGDTask):
@@ -79,6 +77,7 @@ class Cifar10ResNet20(SGDTask):
     model = "ResNet-20 v1 (0.27M parameters)"
     target = Target(metric="top1", value=80.0, light_value=70.0, mode="max")
     config_cls = Cifar10Config
+    unit = "images"
 
     def validate(self, cfg: RunConfig, world_size: int) -> None:
         super().validate(cfg, world_size)
@@ -90,20 +89,16 @@ class Cifar10ResNet20(SGDTask):
         from mlbench.data import cifar10
 
         directory, (n_train, n_val) = cifar10.ensure(self.data_root(cfg), cfg.data.download)
-        self._found_sizes = (n_train, n_val)
+        issues = []
+        if (n_train, n_val) != cifar10.OFFICIAL_SIZES:
+            issues.append(
+                f"CIFAR-10 files hold {n_train}/{n_val} train/val images, not 50000/10000"
+            )
         train = min(n_train, cfg.data.train_samples or n_train)
         val = min(n_val, cfg.data.val_samples or n_val)
-        return DataInfo(train, val, f"CIFAR-10 from {directory}")
+        return DataInfo(train, val, f"CIFAR-10 from {directory}", tuple(issues))
 
-    def official_data_issues(self, cfg: RunConfig, info: DataInfo) -> list[str]:
-        from mlbench.data.cifar10 import OFFICIAL_SIZES
-
-        found = getattr(self, "_found_sizes", OFFICIAL_SIZES)
-        if found != OFFICIAL_SIZES:
-            return [f"CIFAR-10 files hold {found[0]}/{found[1]} train/val images, not 50000/10000"]
-        return []
-
-    def build_data(self, cfg: RunConfig, dist: DistContext) -> tuple[BatchLoader, BatchLoader]:
+    def build_data(self, cfg: RunConfig, dist: DistContext) -> TaskData:
         import torch
 
         from mlbench.data import augment, cifar10
@@ -145,13 +140,13 @@ class Cifar10ResNet20(SGDTask):
                     transform=transform,
                 )
             )
-        return out[0], out[1]
+        return TaskData(out[0], out[1], {"classes": 10})
 
-    def build_model(self, cfg: RunConfig) -> torch.nn.Module:
+    def build_model(self, cfg: RunConfig, facts: dict[str, Any]) -> torch.nn.Module:
         from mlbench.models.resnet import CifarResNet
 
         assert isinstance(cfg, Cifar10Config)
-        return CifarResNet(cfg.model.depth, 10, cfg.model.shortcut)
+        return CifarResNet(cfg.model.depth, facts["classes"], cfg.model.shortcut)
 
     def loss(
         self, output: torch.Tensor, batch: tuple[torch.Tensor, ...], model: torch.nn.Module
@@ -160,9 +155,7 @@ class Cifar10ResNet20(SGDTask):
 
         return torch.nn.functional.cross_entropy(output, batch[1])
 
-    def evaluate(
-        self, model: torch.nn.Module, val: BatchLoader, dist: DistContext
-    ) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, val: Any, dist: DistContext) -> dict[str, float]:
         import torch
 
         from mlbench.metrics.classification import global_sums, topk_correct

@@ -26,11 +26,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from mlbench.config import param, section
 from mlbench.errors import ConfigError
-from mlbench.tasks.base import DataInfo, RunConfig, Target, Task, TrainConfig
+from mlbench.tasks.base import DataInfo, MeasurementTask, RunConfig, Target, TrainConfig
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from mlbench.dist import DistContext
     from mlbench.telemetry.events import EventWriter
-    from mlbench.train.loop import RankSummary
+    from mlbench.telemetry.summary import RankSummary
 
 OPS = ("all_reduce", "all_gather", "broadcast")
 DTYPES = ("fp32", "fp16", "bf16")
@@ -88,7 +88,7 @@ def bus_bandwidth(op: str, nbytes: float, seconds: float, world_size: int) -> tu
     return algbw, algbw * BUS_FACTOR[op](world_size)
 
 
-class CommBackend(Task):
+class CommBackend(MeasurementTask):
     name = "comm-backend"
     task_id = "0a"
     title = "Communication backend: collective latency and bus bandwidth"
@@ -96,7 +96,7 @@ class CommBackend(Task):
     model = "none"
     target = Target(metric="busbw", value=0.0, light_value=0.0, mode="max")
     config_cls = CommBackendConfig
-    measures = True
+    unit = "measurements"
 
     def validate(self, cfg: RunConfig, world_size: int) -> None:
         super().validate(cfg, world_size)
@@ -116,35 +116,12 @@ class CommBackend(Task):
     def prepare_data(self, cfg: RunConfig) -> DataInfo:
         return DataInfo(0, 0, "synthetic tensors")
 
-    # a measurement task has no training builders
-    def _no_training(self) -> NoReturn:
-        raise ConfigError("comm-backend is a measurement task; it has no data, model or optimizer")
-
-    def build_data(self, cfg: RunConfig, dist: DistContext) -> Any:
-        self._no_training()
-
-    def build_model(self, cfg: RunConfig) -> Any:
-        self._no_training()
-
-    def build_optimizer(self, cfg: RunConfig, model: Any, world_size: int) -> Any:
-        self._no_training()
-
-    def build_schedule(self, *args: Any, **kwargs: Any) -> Any:
-        self._no_training()
-
-    def loss(self, output: Any, batch: Any, model: Any) -> Any:
-        self._no_training()
-
-    def evaluate(self, model: Any, val: Any, dist: DistContext) -> dict[str, float]:
-        self._no_training()
-
-    # the measurement -----------------------------------------------------------------------------
     def measure(
         self, cfg: RunConfig, dist: DistContext, events: EventWriter, run_dir: Path
     ) -> RankSummary:
         import torch
 
-        from mlbench.train.loop import RankSummary
+        from mlbench.telemetry.summary import RankSummary
 
         assert isinstance(cfg, CommBackendConfig)
         b = cfg.bench

@@ -12,7 +12,7 @@ from mlbench.tasks.base import RunConfig, Task
 if TYPE_CHECKING:
     import torch
 
-    from mlbench.train.schedule import LRSchedule
+    from mlbench.schedules import LRSchedule
 
 
 @dataclass
@@ -41,7 +41,7 @@ class SGDConfig:
 def build_sgd(cfg: SGDConfig, model: torch.nn.Module, world_size: int) -> torch.optim.Optimizer:
     import torch
 
-    from mlbench.train.schedule import scaled_lr
+    from mlbench.schedules import scaled_lr
 
     return torch.optim.SGD(
         model.parameters(),
@@ -59,7 +59,7 @@ def build_sgd_schedule(
     steps_per_epoch: int,
     lr_scale: float = 1.0,
 ) -> LRSchedule:
-    from mlbench.train.schedule import LRSchedule, scaled_lr, warmup_epochs
+    from mlbench.schedules import LRSchedule, scaled_lr, warmup_epochs
 
     peak = scaled_lr(cfg.lr, world_size, cfg.lr_scaling, cfg.lr_scaling_cap)
     epochs = warmup_epochs(cfg.warmup, cfg.warmup_epochs, world_size)

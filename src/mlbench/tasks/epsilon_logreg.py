@@ -10,24 +10,16 @@ selected with ``data.dataset`` (e.g. a9a); such a run is non-official.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlbench.config import param, section
 from mlbench.errors import DataError
-from mlbench.tasks.base import (
-    AlgorithmConfig,
-    DataConfig,
-    DataInfo,
-    RunConfig,
-    Target,
-    TrainConfig,
-)
+from mlbench.tasks.base import DataConfig, DataInfo, RunConfig, Target, TaskData, TrainConfig
 from mlbench.tasks.common import SGDConfig, SGDTask
 
 if TYPE_CHECKING:
     import torch
 
-    from mlbench.data.loader import BatchLoader
     from mlbench.dist import DistContext
 
 OFFICIAL_SIZES = {"epsilon": (400000, 100000)}
@@ -67,7 +59,6 @@ class EpsilonConfig(RunConfig):
             min_lr=4.0,
         )
     )
-    algorithm: AlgorithmConfig = section(lambda: AlgorithmConfig(mode="weights"))
 
 
 class EpsilonLogReg(SGDTask):
@@ -78,6 +69,9 @@ class EpsilonLogReg(SGDTask):
     model = "logistic regression, no bias"
     target = Target(metric="accuracy", value=89.0, light_value=80.0, mode="max")
     config_cls = EpsilonConfig
+    unit = "samples"
+    #: the reference averages the model after each local step
+    scheme_defaults: ClassVar[dict[str, Any]] = {"mode": "weights"}
 
     def prepare_data(self, cfg: RunConfig) -> DataInfo:
         from mlbench.data import libsvm
@@ -86,22 +80,20 @@ class EpsilonLogReg(SGDTask):
         n_train, n_val = libsvm.count_rows(train_path), libsvm.count_rows(test_path)
         if n_train == 0 or n_val == 0:
             raise DataError(f"LIBSVM files {train_path} / {test_path} hold no examples")
-        self._found_sizes = (n_train, n_val)
+        issues: list[str] = []
+        expected = OFFICIAL_SIZES.get(cfg.data.dataset)
+        if expected and (n_train, n_val) != expected:
+            issues.append(
+                f"{cfg.data.dataset} files hold {n_train}/{n_val} train/val rows, "
+                f"the spec's has {expected[0]}/{expected[1]}"
+            )
         n_train = min(n_train, cfg.data.train_samples or n_train)
         n_val = min(n_val, cfg.data.val_samples or n_val)
-        return DataInfo(n_train, n_val, f"{cfg.data.dataset} from {train_path.parent}")
+        return DataInfo(
+            n_train, n_val, f"{cfg.data.dataset} from {train_path.parent}", tuple(issues)
+        )
 
-    def official_data_issues(self, cfg: RunConfig, info: DataInfo) -> list[str]:
-        expected = OFFICIAL_SIZES.get(cfg.data.dataset)
-        found: tuple[int, int] | None = getattr(self, "_found_sizes", expected)
-        if expected and found and found != expected:
-            return [
-                f"{cfg.data.dataset} files hold {found[0]}/{found[1]} train/val rows, "
-                f"the spec's has {expected[0]}/{expected[1]}"
-            ]
-        return []
-
-    def build_data(self, cfg: RunConfig, dist: DistContext) -> tuple[BatchLoader, BatchLoader]:
+    def build_data(self, cfg: RunConfig, dist: DistContext) -> TaskData:
         import torch
 
         from mlbench.data import libsvm
@@ -110,9 +102,7 @@ class EpsilonLogReg(SGDTask):
 
         assert isinstance(cfg, EpsilonConfig)
         d = cfg.data
-        self.l2 = cfg.model.l2
         (x_train, y_train), (x_val, y_val) = libsvm.load_pair(self.data_root(cfg), d.dataset)
-        self.n_features = x_train.shape[1]
         loaders = []
         for x, y, limit, batch, train in (
             (x_train, y_train, d.train_samples, d.batch_size, True),
@@ -132,16 +122,16 @@ class EpsilonLogReg(SGDTask):
                     device=dist.device,
                 )
             )
-        return loaders[0], loaders[1]
+        return TaskData(loaders[0], loaders[1], {"n_features": x_train.shape[1]})
 
-    def build_model(self, cfg: RunConfig) -> torch.nn.Module:
-        """Needs ``build_data`` first: the feature count comes from the data files."""
+    def build_model(self, cfg: RunConfig, facts: dict[str, Any]) -> torch.nn.Module:
+        """The feature count comes from the data files (``facts``)."""
         from mlbench.models.linear import LogisticRegression
 
-        n = getattr(self, "n_features", None)
-        if n is None:
-            raise RuntimeError("build_data must run before build_model (feature count)")
-        return LogisticRegression(n)
+        assert isinstance(cfg, EpsilonConfig)
+        # the L2 coefficient is configuration the loss and the evaluation both read
+        self.l2 = cfg.model.l2
+        return LogisticRegression(facts["n_features"])
 
     @staticmethod
     def _l2_term(cfg_l2: float, model: torch.nn.Module) -> torch.Tensor:
@@ -156,9 +146,7 @@ class EpsilonLogReg(SGDTask):
         bce = torch.nn.functional.binary_cross_entropy_with_logits(output, batch[1])
         return bce + self._l2_term(self.l2, model)
 
-    def evaluate(
-        self, model: torch.nn.Module, val: BatchLoader, dist: DistContext
-    ) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, val: Any, dist: DistContext) -> dict[str, float]:
         import torch
 
         from mlbench.metrics.classification import binary_counts, f1_from_counts, global_sums

@@ -2,8 +2,16 @@
 
 Per step, each phase is timed by the loop's own :class:`PhaseTimer` (as laps: contiguous)::
 
-    data → forward (incl. loss) → backward (incl. zero_grad) → communication → optimizer
-         → communication (post-step hook)
+    data → [forward (train_forward: model + loss) → backward (incl. zero_grad)] × accumulate
+         → communication → optimizer (incl. clipping) → communication (post-step hook)
+
+The loop is handed its task and its scheme (a class; it never looks either up). It owns what
+every scheme must run under on every task: gradient accumulation (``train.accumulate``; the
+scheme's ``no_sync()`` holds communication until the last micro-batch), global normalisation
+(``train.normalize``), clipping after the reduction (``train.clip_grad_norm``), the task's
+per-step lr factor, evaluation cadence (``train.eval_every_epochs``, fractions allowed) and timing.
+A loader is run to exhaustion: its ``len()`` is the plan for epoch fractions, the end of its
+iterator is the end of the epoch (one group of micro-batches is fetched ahead to know it).
 
 Evaluation runs between steps (``eval`` phase, outside train time). The loop never branches on
 world size and never holds a hyperparameter: those come from the task's config. Stopping rules
@@ -14,55 +22,28 @@ identical on every rank by construction.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from mlbench.dist import DistContext
-from mlbench.registry import get_algorithm
-from mlbench.tasks.base import RunConfig, Task
+from mlbench.tasks.base import RunConfig, StepOut, Task
 from mlbench.telemetry.events import EventWriter
+from mlbench.telemetry.summary import RankSummary
 from mlbench.train.precision import Precision
 from mlbench.train.timer import STEP_PHASES, PhaseTimer
 
+if TYPE_CHECKING:
+    from mlbench.algorithms.base import Algorithm
+
 PROGRESS_SECONDS = 1.0  # the least time between two progress lines on a rank's stdout
-
-
-@dataclass
-class RankSummary:
-    """What one rank measured; rank 0 gathers these into result.json."""
-
-    rank: int
-    steps: int = 0
-    epochs: float = 0.0
-    samples: int = 0
-    train_time: float = 0.0
-    wall_time: float = 0.0
-    phases: dict[str, float] = field(default_factory=dict)
-    goal_reached: bool = False
-    time_to_target: float | None = None
-    wall_time_to_target: float | None = None
-    step_at_target: int | None = None
-    bytes_sent: int = 0
-    bytes_at_target: int | None = None
-    dense_bytes: int = 0  # what dense fp32 gradient all-reduce would have sent in as many steps
-    collectives: int = 0
-    algorithm_stats: dict[str, Any] = field(default_factory=dict)
-    precision: str = "fp32"
-    skipped_steps: int = 0
-    loss_scale: float | None = None
-    stop_reason: str = ""
-    final_metrics: dict[str, float] = field(default_factory=dict)
-    evals: int = 0
-    lr: float = 0.0
-    # a measurement task's table (task 0a: one row per collective × dtype × size)
-    measurements: list[dict[str, Any]] = field(default_factory=list)
 
 
 class LoopPosition:
@@ -87,6 +68,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class StepMismatch(RuntimeError):
+    """Ranks took different numbers of steps in an epoch (their loaders disagree)."""
+
+
 class _Trainer:
     def __init__(
         self,
@@ -95,13 +80,16 @@ class _Trainer:
         dist: DistContext,
         events: EventWriter,
         run_dir: Path,
+        algorithm: type[Algorithm],
         position: LoopPosition | None = None,
     ) -> None:
         self.task, self.cfg, self.dist, self.events = task, cfg, dist, events
         self.run_dir = run_dir
+        self.algorithm_cls = algorithm
         self.position = position if position is not None else LoopPosition()
         self.timer = PhaseTimer(dist.synchronize if dist.device.type == "cuda" else None)
-        self.summary = RankSummary(rank=dist.rank)
+        self.summary = RankSummary(rank=dist.rank, unit=task.unit)
+        self.unit_rate = f"{task.unit}/s"
         self.step = 0
         self.epoch = 0.0
         # The window's loss sum. On a GPU a float64 tensor on the device, read (a host sync) only
@@ -113,10 +101,13 @@ class _Trainer:
         self._window_steps = 0
         self._window_samples = 0
         self._window_bytes = 0
+        self._window_start = time.perf_counter()
         self._bytes_total = 0
         self._last_progress = -math.inf
         self._progress: str | None = None  # the latest window's line, if not printed yet
         self._last_eval_step = -1
+        self._eval_marks = 0  # evaluations due so far by the eval_every_epochs cadence
+        self._ahead: list[Any] | None = None  # the next step's micro-batches, fetched ahead
 
     # ------------------------------------------------------------------ events
     def emit(self, kind: str, name: str, value: float, unit: str | None = None) -> None:
@@ -130,13 +121,13 @@ class _Trainer:
             loss = self._window_loss_host / self._window_steps
         else:
             loss = float(self._window_loss) / self._window_steps
+        rate = self._window_samples / max(step_time, 1e-12)
         # A human-readable line on the rank's stdout (the dashboard's output pane, `tail -f
         # rank-0.stdout`), at most one a second and always the last: a window on task 2a lasts
         # ~5 ms, and a flushed line per window was ~200 lines/s of log and ~30 µs of system
         # call each. The numbers of record are the events below, written for every window.
         self._progress = (
-            f"step {self.step} epoch {self.epoch:.2f} loss {loss:.4f} "
-            f"{self._window_samples / max(step_time, 1e-12):.1f} samples/s"
+            f"step {self.step} epoch {self.epoch:.2f} loss {loss:.4f} {rate:.1f} {self.unit_rate}"
         )
         now = time.monotonic()
         if now - self._last_progress >= PROGRESS_SECONDS:
@@ -148,7 +139,7 @@ class _Trainer:
             ("train", "loss", loss, None),
             ("train", "lr", self.schedule.lr, None),
             ("train", "train_time", step_time, "s"),
-            ("train", "throughput", self._window_samples / max(step_time, 1e-12), "samples/s"),
+            ("train", "throughput", rate, self.unit_rate),
             *(("phase", name, phases[name], "s") for name in STEP_PHASES),
             ("comm", "bytes_sent", float(self._window_bytes), "B"),
             ("comm", "bytes_total", float(self._bytes_total), "B"),
@@ -163,20 +154,25 @@ class _Trainer:
         else:
             self._window_loss.zero_()
         self._window_steps = self._window_samples = self._window_bytes = 0
+        self._window_start = time.perf_counter()
 
     # ------------------------------------------------------------------ main
     def run(self) -> RankSummary:
         cfg, dist, task, timer = self.cfg, self.dist, self.task, self.timer
         tc = cfg.train
         seed_everything(cfg.seed)
-        train_data, self.val_data = task.build_data(cfg, dist)
-        steps_per_epoch = len(train_data)
+        data = task.build_data(cfg, dist)
+        train_data, self.val_data = data.train, data.val
+        steps_per_epoch = len(train_data) // tc.accumulate  # the plan, not a promise
         if steps_per_epoch == 0:
-            raise ValueError("this rank's training shard is smaller than one batch")
-        self.algorithm = get_algorithm(cfg.algorithm.name)(cfg.algorithm, dist)
+            raise ValueError(
+                f"this rank's training shard is smaller than one step "
+                f"({tc.accumulate} micro-batch(es) of data.batch_size)"
+            )
+        self.algorithm = self.algorithm_cls(cfg.algorithm, dist)
         # ``module`` is the plain model (evaluation, checkpoints); ``model`` is what trains —
         # the same object unless the scheme wraps it (DDP)
-        self.module = task.build_model(cfg).to(dist.device)
+        self.module = task.build_model(cfg, data.facts).to(dist.device)
         self.model = self.algorithm.wrap(self.module)
         task_optimizer = task.build_optimizer(cfg, self.module, dist.world_size)
         self.optimizer = self.algorithm.build_optimizer(self.module, task_optimizer)
@@ -210,12 +206,19 @@ class _Trainer:
         epoch_index = 0
         self.model.train()
         while stop is None:
+            task.start_epoch(epoch_index)
+            train_data.set_epoch(epoch_index)
             batches = iter(train_data)
-            for i in range(steps_per_epoch):
-                self._train_step(batches, steps_per_epoch, epoch_index, i)
-                stop = self._after_step(steps_per_epoch, epoch_index, i)
-                if stop is not None:
+            self._ahead = None
+            i = 0
+            while stop is None:
+                last = self._train_step(batches, steps_per_epoch, epoch_index, i)
+                stop = self._after_step(epoch_index, last)
+                i += 1
+                if last:
                     break
+            if epoch_index == 0 and (stop is None or last):
+                self._check_same_steps(i)
             epoch_index += 1
             if stop is None and epoch_index >= tc.max_epochs:
                 stop = "max_epochs"
@@ -240,66 +243,148 @@ class _Trainer:
         self.emit("event", "end", 1)
         return s
 
-    def _train_step(self, batches: Any, steps_per_epoch: int, epoch_index: int, i: int) -> None:
+    def _check_same_steps(self, steps: int) -> None:
+        """Once, after the first epoch: every rank took the same number of steps (a scheme's
+        collectives would otherwise pair up wrongly and hang or mix tensors)."""
+        t = torch.tensor([float(steps), -float(steps)], device=self.dist.device)
+        self.dist.all_reduce_max(t)
+        if t[0].item() != -t[1].item():
+            raise StepMismatch(
+                f"ranks took between {int(-t[1].item())} and {int(t[0].item())} steps in the "
+                f"first epoch (this rank {steps}): every rank's loader must yield the same "
+                "number of batches"
+            )
+
+    def _fetch(self, batches: Any) -> list[Any] | None:
+        """The next step's ``train.accumulate`` micro-batches, or None at the loader's end."""
+        group = []
+        for _ in range(self.cfg.train.accumulate):
+            batch = next(batches, None)
+            if batch is None:
+                return None
+            group.append(batch)
+        return group
+
+    def _train_step(self, batches: Any, steps_per_epoch: int, epoch_index: int, i: int) -> bool:
+        """One optimizer step; returns True when it was the epoch's last (the loader is done)."""
         timer, model, algo, precision = self.timer, self.model, self.algorithm, self.precision
+        tc = self.cfg.train
         lap = timer.lap
         timer.step_start()
-        batch = next(batches)
+        group = self._ahead if self._ahead is not None else self._fetch(batches)
+        if group is None:
+            raise ValueError("the training loader yielded no batch in this epoch")
+        self._ahead = self._fetch(batches)
         lap("data")
-        if precision.mode == "fp32":  # no autocast context to enter (0.3 µs a step)
-            output = model(batch[0])
-            loss = self.task.loss(output, batch, model)
-        else:
-            with precision.autocast():
-                output = model(batch[0])
-                loss = self.task.loss(output, batch, model)
-        lap("forward")
         bytes_before = algo.bytes_sent
-        algo.zero_grad(self.optimizer)
-        precision.backward(loss)
-        lap("backward")
+        n_micro = len(group)
+        units = 0
+        loss_sum = 0.0 if self._loss_on_host else None
+        lr_factor = 0.0
+        out: StepOut | None = None
+        for m, batch in enumerate(group):
+            hold = algo.no_sync() if m < n_micro - 1 else contextlib.nullcontext()
+            with hold:
+                if precision.mode == "fp32":  # no autocast context to enter (0.3 µs a step)
+                    out = self.task.train_forward(model, batch)
+                else:
+                    with precision.autocast():
+                        out = self.task.train_forward(model, batch)
+                lap("forward")
+                loss = out.loss
+                if tc.normalize == "global":
+                    scaled = loss * out.units
+                elif n_micro > 1:
+                    scaled = loss / n_micro
+                else:
+                    scaled = loss
+                if m == 0:
+                    algo.zero_grad(self.optimizer)
+                precision.backward(scaled)
+                lap("backward")
+            units += out.units
+            lr_factor += out.lr_factor
+            if loss_sum is not None:
+                loss_sum += loss.item()
+            else:
+                self._window_loss.add_(loss.detach() / n_micro)  # on the device: no sync
         # an overlapping scheme's wait for communication inside backward is communication
         exposed = algo.exposed_in_backward()
         if exposed:
             timer.move("backward", "communication", exposed)
         skip = precision.unscale_and_check(model)
+        scale = self._global_scale(units) if tc.normalize == "global" else None
+        if scale is not None and not algo.overlaps:
+            self._scale_grads(scale)  # before the reduction: compressors see the final gradient
         # an overflow step (agreed by all ranks) must not feed inf into error-feedback
         # memories; overlapping schemes still collect their in-flight collectives
         if not skip or algo.overlaps:
             algo.reduce_gradients(model)
+        if scale is not None and algo.overlaps:
+            self._scale_grads(scale)  # already reduced: a linear average, so the same result
         lap("communication")
+        if tc.clip_grad_norm is not None and not skip:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), tc.clip_grad_norm)
         self.schedule.on_step(self.step)
+        lr_factor /= n_micro
         if not skip:
-            self.optimizer.step()
+            if lr_factor != 1.0:
+                groups = self.optimizer.param_groups
+                saved = [g["lr"] for g in groups]
+                for g in groups:
+                    g["lr"] *= lr_factor
+                self.optimizer.step()
+                for g, lr in zip(groups, saved, strict=True):
+                    g["lr"] = lr
+            else:
+                self.optimizer.step()
         precision.update(skip)
         lap("optimizer")
         algo.after_step(model)
         lap("communication")
         timer.step_end()
-        if self._loss_on_host:
-            self._window_loss_host += loss.item()
-        else:
-            self._window_loss.add_(loss.detach())  # on the device: no sync, no host copy
+        if loss_sum is not None:
+            self._window_loss_host += loss_sum / n_micro
         self._window_bytes += algo.bytes_sent - bytes_before
         self._window_steps += 1
-        n = len(batch[1])
-        self._window_samples += n
-        self.summary.samples += n
+        self._window_samples += units
+        self.summary.samples += units
         self.step += 1
-        self.epoch = epoch_index + (i + 1) / steps_per_epoch
+        last = self._ahead is None
+        self.epoch = epoch_index + (1.0 if last else min((i + 1) / steps_per_epoch, 0.999999))
         self.position.current = (self.step, self.epoch)
+        return last
 
-    def _after_step(self, steps_per_epoch: int, epoch_index: int, i: int) -> str | None:
+    def _global_scale(self, units: int) -> float:
+        """``train.normalize = global``: k / (units on all ranks), one all-reduce per step. The
+        scheme then averages over k ranks, so the gradient is the sum over every unit divided by
+        the global count — whatever each rank's share was."""
+        t = torch.tensor([float(units)], device=self.dist.device)
+        self.dist.all_reduce_sum(t)
+        return self.dist.world_size / max(t.item(), 1.0)
+
+    def _scale_grads(self, factor: float) -> None:
+        with torch.no_grad():
+            for p in self.module.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(factor)
+
+    def _after_step(self, epoch_index: int, end_of_epoch: bool) -> str | None:
         tc = self.cfg.train
-        if self.step % tc.log_every_steps == 0:
+        if self._window_steps >= tc.log_every_steps and (
+            tc.log_every_seconds <= 0
+            or time.perf_counter() - self._window_start >= tc.log_every_seconds
+        ):
             self._flush_window()
-        end_of_epoch = i + 1 == steps_per_epoch
         if end_of_epoch:
             self._flush_window()
             self.emit("event", "epoch_end", epoch_index + 1)
-        due = (tc.eval_every_steps is not None and self.step % tc.eval_every_steps == 0) or (
-            end_of_epoch and (epoch_index + 1) % tc.eval_every_epochs == 0
-        )
+        due = tc.eval_every_steps is not None and self.step % tc.eval_every_steps == 0
+        mark = (self._eval_marks + 1) * tc.eval_every_epochs
+        if self.epoch >= mark - 1e-9:
+            due = True
+            while (self._eval_marks + 1) * tc.eval_every_epochs <= self.epoch + 1e-9:
+                self._eval_marks += 1
         if due:
             self._flush_window()
             if self._evaluate() and tc.stop_at_goal:
@@ -332,7 +417,7 @@ class _Trainer:
         """Run validation; returns True when the goal is reached for the first time now."""
         self.module.eval()
         eval_start = time.perf_counter()
-        with self.timer.phase("eval"):
+        with self.timer.phase("eval"), self.task.eval_context(self.module, self.optimizer):
             metrics = self.task.evaluate(self.module, self.val_data, self.dist)
         self.model.train()
         self._last_eval_step = self.step
@@ -376,10 +461,15 @@ def train(
     dist: DistContext,
     events: EventWriter,
     run_dir: Path,
+    algorithm: type[Algorithm],
     position: LoopPosition | None = None,
 ) -> RankSummary:
-    """Train ``task`` on this rank until a stop rule fires; returns this rank's measurements.
+    """Train ``task`` with scheme ``algorithm`` on this rank until a stop rule fires; returns this
+    rank's measurements.
 
-    ``position``, when given, is kept at the current step and epoch for other threads.
+    ``algorithm`` is the scheme's class, handed over by the composition root (the worker), not
+    looked up here; the loop instantiates it after seeding, where its construction has always
+    happened (a scheme may draw its seed from torch's). ``position``, when given, is kept at the
+    current step and epoch for other threads.
     """
-    return _Trainer(task, cfg, dist, events, run_dir, position).run()
+    return _Trainer(task, cfg, dist, events, run_dir, algorithm, position).run()

@@ -1,6 +1,10 @@
-"""Learning-rate schedule: linear warm-up, then reduce-on-plateau on validation loss.
+"""Learning-rate schedules: the protocol the loop drives, and the common shapes tasks use.
 
-This is the reference schedule shape of tasks 1a and 2a. Warm-up is applied per step (linear from
+It sits in the bottom layer (DESIGN §3) so a task can build or bring its own schedule (inverse-sqrt
+warm-up, exponential warm-up + step decay, an NT-ASGD switch) without importing the loop.
+
+:class:`LRSchedule` is the reference schedule shape of tasks 1a and 2a: linear warm-up, then
+reduce-on-plateau on validation loss. Warm-up is applied per step (linear from
 the base lr to the scaled lr); once warm-up is over, torch's ``ReduceLROnPlateau`` owns the lr and
 is stepped at each evaluation.
 """
@@ -8,8 +12,23 @@ is stepped at each evaluation.
 from __future__ import annotations
 
 import math
+from typing import Protocol, runtime_checkable
 
 import torch
+
+
+@runtime_checkable
+class Schedule(Protocol):
+    """What the loop calls. ``on_step(step)`` before optimizer step ``step`` (0-based) sets the lr;
+    ``on_eval(val_loss, step)`` after each evaluation (plateau rules, switches); ``lr`` is the
+    current lr of the first parameter group, as logged."""
+
+    def on_step(self, step: int) -> None: ...
+
+    def on_eval(self, val_loss: float, step: int) -> None: ...
+
+    @property
+    def lr(self) -> float: ...
 
 
 def scaled_lr(base: float, world_size: int, rule: str, cap: int | None) -> float:

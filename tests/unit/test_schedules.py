@@ -1,4 +1,4 @@
-"""mlbench.train.schedule: lr scaling, warm-up and reduce-on-plateau."""
+"""mlbench.schedules: lr scaling, warm-up and reduce-on-plateau."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mlbench.registry import get_task
+from mlbench.schedules import LRSchedule, scaled_lr, warmup_epochs
 from mlbench.tasks.common import build_sgd, build_sgd_schedule
-from mlbench.train.schedule import LRSchedule, scaled_lr, warmup_epochs
 
 
 @pytest.mark.parametrize(
