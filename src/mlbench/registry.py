@@ -41,7 +41,12 @@ def _load(target: str) -> type:
 
 
 def task_names() -> list[str]:
-    return list(TASKS)
+    """Built-in tasks, then tasks installed through the ``mlbench.tasks`` entry-point group."""
+    names = list(TASKS)
+    for ep in metadata.entry_points(group="mlbench.tasks"):
+        if ep.name not in names:
+            names.append(ep.name)
+    return names
 
 
 def training_task_names() -> list[str]:
@@ -52,9 +57,27 @@ def training_task_names() -> list[str]:
 
 
 def get_task(name: str) -> TaskBase:
-    if name not in TASKS:
-        raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
-    return _load(TASKS[name])()
+    """A task by registered name, entry point, or ``module:Class`` (a task of your own)."""
+    from mlbench.tasks.base import TaskBase
+
+    if name in TASKS:
+        cls = _load(TASKS[name])
+    else:
+        eps = {ep.name: ep for ep in metadata.entry_points(group="mlbench.tasks")}
+        if name in eps:
+            cls = eps[name].load()
+        elif ":" in name:
+            try:
+                cls = _load(name)
+            except (ImportError, AttributeError) as exc:
+                raise ConfigError(f"cannot load task {name!r}: {exc}") from None
+        else:
+            raise ConfigError(
+                f"unknown task {name!r}; known tasks: {', '.join(task_names())} (or module:Class)"
+            )
+    if not (isinstance(cls, type) and issubclass(cls, TaskBase)):
+        raise ConfigError(f"task {name!r} is not a subclass of mlbench's Task")
+    return cls()
 
 
 def algorithm_names() -> list[str]:

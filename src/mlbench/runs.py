@@ -113,7 +113,7 @@ def resolve_config(
         cfg = apply_overrides(cfg, overrides)
     except ConfigError as exc:
         raise _explain_scheme_key(exc, name) from None
-    if cfg.task != task_name:
+    if cfg.task != task.name:
         raise ConfigError("task cannot be changed by an override; name it on the command line")
     return task, cfg
 

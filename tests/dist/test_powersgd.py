@@ -312,7 +312,7 @@ def test_world_size_one_is_local_training() -> None:
 
 @pytest.mark.parametrize("rank", [0, -1])
 def test_check_config_rejects_bad_rank(rank: int) -> None:
-    with pytest.raises(ConfigError, match=r"algorithm\.rank must be ≥ 1"):
+    with pytest.raises(ConfigError, match=r"algorithm\.matrix_rank must be ≥ 1"):
         PowerSGD.check_config(scheme_config("powersgd", matrix_rank=rank), 2)
 
 
