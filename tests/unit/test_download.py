@@ -1,8 +1,9 @@
 """Fetching a9a with pinned sha256 sums, against a local HTTP server serving the REAL files.
 
-The real a9a / a9a.t bytes come from the shared data folder (``libsvm/a9a[.t].bz2``, decompressed
-here); the URLs in :data:`mlbench.data.libsvm.REMOTE` are pointed at a ``http.server`` in a thread,
-so the whole download path (urllib, streaming, hashing, atomic rename) runs without the internet.
+The real a9a / a9a.t bytes come from the test data directory (``real_data``: the shared data
+materialised in the official layouts); the URLs in :data:`mlbench.data.libsvm.REMOTE` are pointed
+at a ``http.server`` in a thread, so the whole download path (urllib, streaming, hashing, atomic
+rename) runs without the internet.
 """
 
 from __future__ import annotations
@@ -23,16 +24,13 @@ from mlbench.data import download, libsvm
 from mlbench.errors import DataError, DownloadError
 from mlbench.launch.local import free_port
 
-from ..conftest import shared_data_dir
-
 
 @pytest.fixture(scope="module")
-def real_a9a(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding the real, uncompressed ``a9a`` and ``a9a.t`` (as the LIBSVM site has)."""
+def real_a9a(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding only the real, uncompressed ``a9a`` and ``a9a.t`` (as the LIBSVM site)."""
     out = tmp_path_factory.mktemp("site")
     for name in ("a9a", "a9a.t"):
-        packed = shared_data_dir() / "libsvm" / f"{name}.bz2"
-        (out / name).write_bytes(bz2.decompress(packed.read_bytes()))
+        shutil.copy(real_data / "libsvm" / name, out / name)
     return out
 
 
@@ -139,12 +137,13 @@ def test_http_error_names_the_url_and_status(site, tmp_path, monkeypatch):
         libsvm.fetch(tmp_path / "d", "a9a")
 
 
-def test_shared_copy_is_preferred_without_any_request(site, tmp_path, monkeypatch):
+def test_shared_copy_is_preferred_without_any_request(site, real_a9a, tmp_path, monkeypatch):
     point_at(monkeypatch, site.url)
     shared = tmp_path / "shared"
     (shared / "libsvm").mkdir(parents=True)
     for name in ("a9a", "a9a.t"):  # the shared folder's own layout: bz2 under libsvm/
-        shutil.copy(shared_data_dir() / "libsvm" / f"{name}.bz2", shared / "libsvm")
+        packed = bz2.compress((real_a9a / name).read_bytes())
+        (shared / "libsvm" / f"{name}.bz2").write_bytes(packed)
     how = libsvm.fetch(tmp_path / "d", "a9a", shared=[tmp_path / "nowhere", shared])
     assert how == {"a9a": "local", "a9a.t": "local"}
     assert site.requests == []
