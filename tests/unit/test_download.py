@@ -163,7 +163,6 @@ def test_a_corrupt_shared_copy_is_an_error_not_a_silent_download(site, tmp_path,
 
 def test_ensure_fetches_only_when_allowed(site, tmp_path, monkeypatch):
     point_at(monkeypatch, site.url)
-    monkeypatch.delenv(libsvm.SHARED_ENV, raising=False)
     with pytest.raises(DataError, match=r"mlbench data fetch a9a --data-dir"):
         libsvm.ensure(tmp_path / "d", "a9a", allow_download=False)
     assert site.requests == []

@@ -42,8 +42,8 @@ REMOTE: dict[str, tuple[RemoteFile, RemoteFile]] = {
         ),
     ),
 }
-#: Environment variable naming a shared dataset folder (a lab mirror, the CI cache) to copy from
-#: before going to the internet.
+#: Environment variable naming a shared dataset folder (a lab mirror, the CI cache) that
+#: ``mlbench data fetch`` copies from before going to the internet.
 SHARED_ENV = "MLBENCH_SHARED_DATA"
 
 
@@ -111,13 +111,18 @@ def fetch(
 
 def ensure(root: Path, dataset: str, allow_download: bool) -> tuple[Path, Path]:
     """:func:`locate`, and when the files are absent and ``allow_download`` (``data.download``),
-    :func:`fetch` them first (from ``$MLBENCH_SHARED_DATA`` if set, else the LIBSVM site)."""
+    download them first (:func:`fetch`, official URL, sha256-checked), as ``cifar10.ensure`` does.
+
+    Meant for the launcher, once per run before workers start (they only :func:`locate`). It does
+    not look at ``$MLBENCH_SHARED_DATA``: which folder a run reads is ``data.dir`` alone, so a run
+    never picks up files from somewhere the user did not name (``mlbench data fetch`` does).
+    """
     try:
         return locate(root, dataset)
     except DataError:
         if not allow_download or dataset not in REMOTE:
             raise
-    fetch(root, dataset, shared=shared_dirs())
+    fetch(root, dataset)
     return locate(root, dataset)
 
 
