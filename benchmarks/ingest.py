@@ -521,13 +521,29 @@ def measure_series(pool: Pool, m: Master, args: argparse.Namespace) -> dict[str,
     }
 
 
+def _pgcluster(*names: str) -> tuple[Any, ...]:
+    """Names from ``tests/support/pgcluster.py`` (the tests' throwaway PostgreSQL cluster).
+
+    It is test infrastructure, not part of the installed package, so it is imported from this
+    checkout: the benchmark runs as ``python benchmarks/ingest.py``, with only ``benchmarks/`` on
+    ``sys.path``.
+    """
+    import importlib
+
+    repo = str(Path(__file__).resolve().parents[1])
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    module = importlib.import_module("tests.support.pgcluster")
+    return tuple(getattr(module, n) for n in names)
+
+
 @contextmanager
 def database(kind: str, args: argparse.Namespace) -> Iterator[str | None]:
     """None for SQLite (the master's default file), or a fresh PostgreSQL database URL."""
     if kind == "sqlite":
         yield None
         return
-    from mlbench.pgcluster import create_database, throwaway_postgres
+    create_database, throwaway_postgres = _pgcluster("create_database", "throwaway_postgres")
 
     with throwaway_postgres(fsync=not args.pg_no_fsync) as server:
         yield create_database(server, "mlbench_bench")
@@ -666,7 +682,7 @@ def software(args: argparse.Namespace) -> str:
     import sqlite3
     from importlib.metadata import version
 
-    from mlbench.pgcluster import PG_BIN
+    (PG_BIN,) = _pgcluster("PG_BIN")
 
     parts = [f"uvicorn {version('uvicorn')}", f"FastAPI {version('fastapi')}"]
     parts += [f"pydantic {version('pydantic')}", f"SQLAlchemy {version('sqlalchemy')}"]

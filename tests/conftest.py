@@ -13,17 +13,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def shared_data_dir() -> Path:
-    """Where ../shared/data lives: $MLBENCH_SHARED_DATA, beside the checkout, or /work/shared."""
-    candidates = [
-        os.environ.get("MLBENCH_SHARED_DATA"),
-        REPO.parent / "shared" / "data",
-        "/work/shared/data",
-    ]
+    """Where ../shared/data lives: $MLBENCH_SHARED_DATA or beside the checkout."""
+    candidates = [os.environ.get("MLBENCH_SHARED_DATA"), REPO.parent / "shared" / "data"]
     for cand in candidates:
         if cand and (Path(cand) / "materialize.py").is_file():
             return Path(cand)
     raise RuntimeError(
-        "real datasets not found: set MLBENCH_SHARED_DATA to the folder holding materialize.py"
+        "real datasets not found: set MLBENCH_SHARED_DATA to the folder holding materialize.py "
+        "(the shared dataset folder, normally ../shared/data beside the checkout)"
     )
 
 

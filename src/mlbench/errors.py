@@ -15,3 +15,11 @@ class ConfigError(MlbenchError, ValueError):
 
 class DataError(MlbenchError):
     """A dataset is missing, incomplete or corrupt; we refuse to train on it."""
+
+
+class DownloadError(DataError):
+    """Fetching a dataset file failed: the network, the server, or a checksum that did not match.
+
+    Its own type so a caller (the CLI, a test) can tell "the internet let us down" from "the files
+    on disk are corrupt"; the message always names the URL so the user can retry or fetch by hand.
+    """

@@ -104,6 +104,8 @@ def test_missing_dataset_files(tmp_path: Path) -> None:
         str(empty),
         "--set",
         "data.dataset=a9a",
+        "--set",
+        "data.download=false",  # a9a is fetchable: with downloads on, this tests the network
         home=tmp_path,
     )
     assert proc.returncode == 2 and "LIBSVM file a9a[.bz2]" in proc.stderr

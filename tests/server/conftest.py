@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from mlbench.pgcluster import PostgresUnavailable, create_database, throwaway_postgres
 from mlbench.server.db import make_engine
 
+from ..support.pgcluster import PostgresUnavailable, create_database, throwaway_postgres
 from .master import Master
 
 PG_BIN = Path(os.environ.get("MLBENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))

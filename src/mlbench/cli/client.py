@@ -75,10 +75,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _print_runs(runs: list[dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table("id", "task", "state", "workers", "algorithm", "goal reached", "time to target")
+    from mlbench.cli.output import console_for, id_column
+
+    table = Table(
+        id_column("id"),
+        id_column("task"),
+        "state",
+        "workers",
+        id_column("algorithm"),
+        "goal reached",
+        "time to target",
+    )
     for r in runs:
         result = r.get("result") or {}
         reached = (result.get("goal") or {}).get("reached")
@@ -92,7 +101,7 @@ def _print_runs(runs: list[dict[str, Any]]) -> None:
             "—" if reached is None else str(reached),
             "—" if ttt is None else f"{ttt:.1f} s",
         )
-    Console().print(table)
+    console_for().print(table)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -1,7 +1,14 @@
-"""Terminal output for runs: a live progress line while training, a summary table at the end.
+"""Terminal output: listings that survive a pipe, a live progress line while training, a summary
+table at the end.
 
 Progress is read from rank 0's event file (the durable record), never from the workers directly,
 so what the user sees is exactly what was recorded.
+
+Tables go through :func:`console_for`. rich sizes a table to the terminal, and when stdout is not
+a terminal it assumes 80 columns and wraps or cuts cells with "…" — so ``mlbench tasks | grep
+cifar10-resnet20`` found nothing. Piped output is therefore never narrowed, and identifier columns
+(:func:`id_column`) never wrap: a name is either printed whole or, on a very narrow terminal only,
+shortened visibly. Scripts should still prefer ``--json``, which every listing command has.
 """
 
 from __future__ import annotations
@@ -9,14 +16,35 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from mlbench.telemetry.events import events_path, read_new_events
 from mlbench.train.timer import PHASES
+
+#: Line width for tables when stdout is a pipe or a file: wider than any row we print, so rich
+#: sizes each column to its content and never wraps or truncates a cell.
+PIPED_WIDTH = 100_000
+
+
+def console_for(file: IO[str] | None = None) -> Console:
+    """A rich console for tables on ``file`` (default: the current ``sys.stdout``).
+
+    On a terminal: the terminal's width (rich wraps long free-text cells to fit). Otherwise:
+    :data:`PIPED_WIDTH`, so every cell is printed whole on one line, for ``grep``/``cut``/``less``.
+    """
+    file = file if file is not None else sys.stdout
+    if file.isatty():
+        return Console(file=file)
+    return Console(file=file, width=PIPED_WIDTH, soft_wrap=False)
+
+
+def id_column(header: str) -> Column:
+    """A table column for names users copy or grep (task, run id, key): never wrapped."""
+    return Column(header, no_wrap=True)
 
 
 class RunProgress:
@@ -92,7 +120,7 @@ def _fmt_s(value: float | None) -> str:
 
 
 def print_summary(result: dict[str, Any], run_dir: Path, console: Console | None = None) -> None:
-    console = console or Console(file=sys.stdout)
+    console = console or console_for()
     s = result.get("summary", {})
     goal = result.get("goal", {})
     state = result.get("state")

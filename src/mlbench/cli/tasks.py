@@ -16,10 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from mlbench.cli.output import console_for, id_column
+
+    console = console_for()
     if args.show:
         spec = get_task(args.show).spec()
         if args.json:
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
             f"goal: {t['metric']} {'≥' if t['mode'] == 'max' else '≤'} {t['value']} "
             f"(light {t['light_value']})"
         )
-        table = Table("key", "default", "division", "meaning")
+        table = Table(id_column("key"), "default", "division", "meaning")
         for item in spec["config"]:
             table.add_row(
                 item["key"],
@@ -46,7 +47,15 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(specs, indent=2))
         return 0
-    table = Table("id", "task", "dataset", "model", "goal", "light goal", title="mlbench tasks")
+    table = Table(
+        id_column("id"),
+        id_column("task"),
+        "dataset",
+        "model",
+        "goal",
+        "light goal",
+        title="mlbench tasks",
+    )
     for s in specs:
         t = s["target"]
         op = "≥" if t["mode"] == "max" else "≤"

@@ -3,9 +3,13 @@ remove everything on exit.
 
 The API tests (``tests/server``) and the ingest benchmark (``benchmarks/ingest.py``) both need a
 real PostgreSQL server that nobody has to install or configure, so the start/stop logic lives
-here once instead of in each of them. ``initdb`` and ``postgres`` refuse to run as root, so when
-we are root every server command runs as the ``postgres`` user (``runuser -u postgres --``). The
-server listens on 127.0.0.1 only and puts its Unix socket in its own data directory.
+here once instead of in each of them. It is test infrastructure, so it lives in ``tests/support``
+rather than in the installed package (which never starts a database of its own); the server
+binaries come from the system (``.ci/system-deps`` installs ``postgresql-15`` when missing).
+
+``initdb`` and ``postgres`` refuse to run as root, so when we are root every server command runs
+as the ``postgres`` user (``runuser -u postgres --``). The server listens on 127.0.0.1 only and
+puts its Unix socket in its own data directory.
 
 Tests pass ``fsync=False`` (durability does not matter for a cluster that is deleted afterwards,
 and it is faster); a benchmark keeps the PostgreSQL defaults (``fsync=True``) so that it measures
