@@ -76,7 +76,9 @@ class EpsilonLogReg(SGDTask):
     def prepare_data(self, cfg: RunConfig) -> DataInfo:
         from mlbench.data import libsvm
 
-        train_path, test_path = libsvm.locate(self.data_root(cfg), cfg.data.dataset)
+        train_path, test_path = libsvm.ensure(
+            self.data_root(cfg), cfg.data.dataset, cfg.data.download
+        )
         n_train, n_val = libsvm.count_rows(train_path), libsvm.count_rows(test_path)
         if n_train == 0 or n_val == 0:
             raise DataError(f"LIBSVM files {train_path} / {test_path} hold no examples")
