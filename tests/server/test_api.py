@@ -15,9 +15,10 @@ from sqlalchemy import Engine, func, inspect, select
 from sqlalchemy.orm import Session
 
 from mlbench.server import db
-from mlbench.server.app import InvalidTransition, create_app, transition
+from mlbench.server.app import create_app
 from mlbench.server.auth import create_token
 from mlbench.server.models import Event, Run, Token
+from mlbench.server.states import InvalidTransition, transition
 from mlbench.telemetry.events import EventWriter, read_events
 
 

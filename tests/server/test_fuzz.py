@@ -62,7 +62,7 @@ def _seed(engine: Engine, run_dir: Path) -> None:
                 goal="full",
                 overrides=[],
                 official=True,
-                run_dir=str(run_dir),
+                executor_ref={"kind": "local", "run_id": SEEDED, "run_dir": str(run_dir)},
                 result={"schema_version": 1, "state": "finished"},
             )
         )

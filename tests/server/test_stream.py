@@ -62,7 +62,7 @@ def _finished_run_with_output(client: TestClient, engine: Engine, tmp_path: Path
     (run_dir / "rank-0.stdout").write_text("epoch 1 loss 0.5\népoque 2\nno newline yet")
     (run_dir / "rank-1.stderr").write_text("warning: slow\n")
     with Session(engine) as s:
-        s.get(Run, rid).run_dir = str(run_dir)  # type: ignore[union-attr]
+        s.get(Run, rid).executor_ref = {"kind": "local", "run_dir": str(run_dir)}  # type: ignore[union-attr]
         s.commit()
     assert client.post(f"/api/runs/{rid}/cancel").status_code == 200
     return rid, records

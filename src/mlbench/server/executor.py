@@ -1,43 +1,85 @@
-"""Executors start and stop runs for the scheduler. One interface, so the Kubernetes executor
-(Indexed Job + headless Service) can replace the local one without touching the scheduler.
+"""Executors start, watch and stop runs for the scheduler. One interface, so the Kubernetes
+executor (Indexed Job + headless Service) can replace the local one without touching the
+scheduler.
+
+The contract is an *executor reference*: ``launch`` returns a small JSON-able dict that the
+master stores in ``runs.executor_ref`` and hands back, unread, to ``alive``/``stop``/``outcome``
+— after a master restart too. Only the executor that wrote a reference interprets it (its
+``kind`` says which); the scheduler never looks inside. That is what keeps "a run is a local
+process with a pid" out of the scheduler and the database schema.
 
 The local executor starts one ``mlbench run`` launcher process per run — the same code path as a
 user's command — in its own session, with ``--upload`` pointing back at this master so events
-stream into the database while the JSONL files stay the source of truth.
+stream into the database while the JSONL files stay the source of truth. The run's resolved
+config goes to the launcher as a file (``--config``), so it runs exactly what was submitted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import psutil
 
-
-@dataclass
-class Handle:
-    pid: int
-    started: float  # process create time (informational)
-    run_dir: Path  # its name is the run id, which the launcher's command line carries
+LOCAL = "local"
 
 
 class Executor(Protocol):
-    def launch(self, run_id: str, argv: list[str], upload_token: str) -> Handle: ...
+    def launch(
+        self,
+        run_id: str,
+        config: dict[str, Any],
+        workers: int,
+        backend: str,
+        upload_token: str,
+    ) -> dict[str, Any]:
+        """Start the run; return the reference that finds it again (JSON-able)."""
+        ...
 
-    def alive(self, handle: Handle) -> bool: ...
+    def alive(self, ref: dict[str, Any]) -> bool:
+        """Is the run still executing (after a master restart too)?"""
+        ...
 
-    def stop(self, handle: Handle) -> None: ...
+    def stop(self, ref: dict[str, Any]) -> None:
+        """Ask the run to stop; it records itself as cancelled."""
+        ...
+
+    def outcome(self, ref: dict[str, Any]) -> dict[str, Any] | None:
+        """The run's result.json once it has ended, if it wrote one."""
+        ...
+
+
+def run_files(ref: dict[str, Any] | None) -> Path | None:
+    """The directory on this machine holding the run's files (rank stdout/stderr, events,
+    result.json), or None when the executor that ran it keeps them elsewhere (or none ran it).
+
+    The API reads logs through this whether or not this master schedules runs, so it is a
+    function of the reference, not of an executor instance; each kind says where its files are.
+    """
+    if ref and ref.get("kind") == LOCAL and isinstance(ref.get("run_dir"), str):
+        return Path(ref["run_dir"])
+    return None
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        result = json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
 
 
 class LocalExecutor:
     """Runs each admitted run as an ``mlbench run`` launcher on this machine.
+
+    Its reference: ``{"kind": "local", "run_id", "pid", "started", "run_dir"}``.
 
     Every worker gets ``cores // capacity`` torch threads, whatever the run's size: runs admitted
     side by side then never oversubscribe the cores (4 threads on 2 cores made a 1-worker run
@@ -50,16 +92,22 @@ class LocalExecutor:
         self.master_url = master_url
         self.threads_per_worker = max(1, (os.cpu_count() or 1) // max(1, capacity_workers))
 
-    def launch(self, run_id: str, argv: list[str], upload_token: str) -> Handle:
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.runs_dir / f"{run_id}.launcher.log", "ab")  # noqa: SIM115
-        env = dict(os.environ, MLBENCH_UPLOAD_TOKEN=upload_token)  # scoped to this run only
-        cmd = [
+    def command(
+        self, run_id: str, config_file: Path, task: str, workers: int, backend: str
+    ) -> list[str]:
+        """The launcher's command line (``mlbench run`` accepts a full resolved config)."""
+        return [
             sys.executable,
             "-m",
             "mlbench.cli.main",
             "run",
-            *argv,
+            task,
+            "--config",
+            str(config_file),
+            "--workers",
+            str(workers),
+            "--backend",
+            backend,
             "--run-id",
             run_id,
             "--runs-dir",
@@ -70,36 +118,64 @@ class LocalExecutor:
             str(self.threads_per_worker),
             "--json",
         ]
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,  # survives a master restart; stopped by signal to its group
-        )
-        log.close()
-        return Handle(proc.pid, psutil.Process(proc.pid).create_time(), self.runs_dir / run_id)
 
-    def alive(self, handle: Handle) -> bool:
+    def launch(
+        self,
+        run_id: str,
+        config: dict[str, Any],
+        workers: int,
+        backend: str,
+        upload_token: str,
+    ) -> dict[str, Any]:
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        # beside the run directory, not in it: the launcher creates that directory itself and
+        # refuses one that exists (a run id is never reused)
+        config_file = self.runs_dir / f"{run_id}.config.json"
+        config_file.write_text(json.dumps(config, indent=2) + "\n")
+        cmd = self.command(run_id, config_file, str(config["task"]), workers, backend)
+        env = dict(os.environ, MLBENCH_UPLOAD_TOKEN=upload_token)  # scoped to this run only
+        with open(self.runs_dir / f"{run_id}.launcher.log", "ab") as log:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # survives a master restart; stopped by signal to group
+            )
+        return {
+            "kind": LOCAL,
+            "run_id": run_id,
+            "pid": proc.pid,
+            "started": psutil.Process(proc.pid).create_time(),  # informational
+            "run_dir": str(self.runs_dir / run_id),
+        }
+
+    def alive(self, ref: dict[str, Any]) -> bool:
         """Is our launcher still running? Identity is its command line (``--run-id ID``), not
         pid + create time: psutil derives create time from the kernel's boot time, which drifts
         on some VMs, and a recycled pid will not carry this run's id."""
+        pid, run_id = ref.get("pid"), ref.get("run_id")
+        if ref.get("kind") != LOCAL or not isinstance(pid, int) or not run_id:
+            return False
         try:
-            proc = psutil.Process(handle.pid)
+            proc = psutil.Process(pid)
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return False
             cmdline = proc.cmdline()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return False
-        run_id = handle.run_dir.name
         return any(a == "--run-id" and b == run_id for a, b in itertools.pairwise(cmdline))
 
-    def stop(self, handle: Handle) -> None:
+    def stop(self, ref: dict[str, Any]) -> None:
         """SIGTERM the launcher: it stops every rank and records the run as cancelled."""
-        if self.alive(handle):
+        if self.alive(ref):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(handle.pid, signal.SIGTERM)
+                os.killpg(ref["pid"], signal.SIGTERM)
+
+    def outcome(self, ref: dict[str, Any]) -> dict[str, Any] | None:
+        run_dir = run_files(ref)
+        return read_result(run_dir) if run_dir is not None else None
 
     def reap(self) -> None:
         """Collect exited children so they don't linger as zombies."""

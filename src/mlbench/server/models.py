@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -20,12 +21,14 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-RUN_STATES = ("queued", "running", "finished", "failed", "cancelled")
-TERMINAL_STATES = ("finished", "failed", "cancelled")
+from mlbench.server.states import RUN_STATES, TERMINAL_STATES
+
+__all__ = ["RUN_STATES", "TERMINAL_STATES", "Base", "Event", "Run", "Token"]
 
 
 class Base(DeclarativeBase):
@@ -49,10 +52,16 @@ class Run(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    # where the executor runs it; pid + its start time identify the launcher across restarts
-    run_dir: Mapped[str | None] = mapped_column(Text)
-    pid: Mapped[int | None] = mapped_column(Integer)
-    pid_started: Mapped[float | None] = mapped_column(Float)
+    # the resolved config (``mlbench.config.to_dict``) fixed at submission: what the executor
+    # runs, whatever the task defaults are by the time the run is admitted (None: submitted
+    # before migration 0004; the scheduler resolves it from the columns above then)
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # what the executor that launched the run needs to find it again (after a master restart
+    # too): opaque to the scheduler, meaningful only to that executor (server/executor.py)
+    executor_ref: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # the executor may still hold the run (its launcher may be alive): the scheduler watches
+    # it, counts its workers against capacity, and it cannot be deleted
+    active: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Event(Base):

@@ -3,56 +3,33 @@ through an executor, watches them, and records how they ended.
 
 Strict FIFO: if the oldest queued run does not fit yet, younger runs wait behind it (no
 starvation of large runs). A run needing more workers than the whole capacity fails at once with
-that reason. On start it reconciles the runs the previous master was watching: a launcher that
-is still alive (same pid *and* start time) is watched again; a gone one is recorded from its
-result.json if it wrote one, else failed with reason "master restarted". Nothing stays "running"
-forever.
+that reason. On start it reconciles the runs the previous master was watching: a run whose
+executor still runs it is watched again; a gone one is recorded from its result if it wrote one,
+else failed with reason "master restarted". Nothing stays "running" forever.
+
+What the scheduler does *not* know: how an executor runs things. It hands the executor the run's
+stored resolved config and keeps the reference the executor returns (``runs.executor_ref``)
+without reading it; ``runs.active`` is its own flag for "the executor may still hold this run".
+Every state change goes through ``mlbench.server.states.transition``, the table the API uses.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mlbench.errors import MlbenchError
 from mlbench.server.auth import create_token
-from mlbench.server.executor import Executor, Handle
+from mlbench.server.executor import Executor
 from mlbench.server.models import Run
+from mlbench.server.services import run_config
+from mlbench.server.states import TERMINAL_STATES, RunState, transition
 
 log = logging.getLogger("mlbench.scheduler")
-
-
-def run_argv(run: Run, data_dir: str | None) -> list[str]:
-    """The ``mlbench run`` arguments that execute ``run``."""
-    argv = [
-        run.task,
-        "--workers",
-        str(run.workers),
-        "--backend",
-        run.backend,
-        "--goal",
-        run.goal,
-        "--algorithm",
-        run.algorithm,
-    ]
-    if data_dir and not any(o.startswith("data.dir=") for o in run.overrides):
-        argv += ["--data-dir", data_dir]
-    for item in run.overrides:
-        argv += ["--set", item]
-    return argv
-
-
-def _read_result(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run_dir / "result.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 class Scheduler:
@@ -67,7 +44,7 @@ class Scheduler:
     ) -> None:
         self.sessions, self.executor = sessions, executor
         self.capacity = capacity_workers
-        self.data_dir = data_dir
+        self.data_dir = data_dir  # only for runs queued before configs were stored (0004)
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,32 +69,27 @@ class Scheduler:
             self._stop.wait(self.poll_seconds)
 
     # ------------------------------------------------------------------ one pass
-    @staticmethod
-    def _handle(run: Run) -> Handle | None:
-        if run.pid is None or run.pid_started is None or run.run_dir is None:
-            return None
-        return Handle(run.pid, run.pid_started, Path(run.run_dir))
+    def _alive(self, run: Run) -> bool:
+        return run.executor_ref is not None and self.executor.alive(run.executor_ref)
 
     def _finish(self, run: Run, default_reason: str) -> None:
-        """The launcher is gone: record its result.json, or fail the run."""
-        result = _read_result(Path(run.run_dir)) if run.run_dir else None
-        now = datetime.now(UTC)
-        if result is not None and result.get("state") in ("finished", "failed", "cancelled"):
-            if run.state != "cancelled":
-                run.state = result["state"]
-                run.reason = result.get("reason")
+        """The executor no longer runs it: record its result, or fail the run."""
+        result = self.executor.outcome(run.executor_ref) if run.executor_ref else None
+        state = result.get("state") if result is not None else None
+        if result is not None and isinstance(state, str) and state in TERMINAL_STATES:
+            if run.state == RunState.RUNNING:
+                transition(run, state, result.get("reason"))
             run.result = result
             run.official = bool(result.get("official"))
-        elif run.state == "running":
-            run.state, run.reason = "failed", default_reason
-        run.finished_at = run.finished_at or now
-        run.pid = None
+        elif run.state == RunState.RUNNING:
+            transition(run, RunState.FAILED, default_reason)
+        run.finished_at = run.finished_at or datetime.now(UTC)
+        run.active = False
 
     def reconcile(self) -> None:
         with self.sessions() as s:
-            for run in s.scalars(select(Run).where(Run.state == "running")):
-                handle = self._handle(run)
-                if handle is None or not self.executor.alive(handle):
+            for run in s.scalars(select(Run).where(Run.state == RunState.RUNNING)):
+                if not self._alive(run):
                     self._finish(run, "master restarted")
             s.commit()
 
@@ -126,33 +98,36 @@ class Scheduler:
         if reap is not None:
             reap()
         with self.sessions() as s:
-            # watch: runs whose launcher exited; cancelled runs whose launcher still runs
-            for run in s.scalars(select(Run).where(Run.pid.is_not(None))):
-                handle = self._handle(run)
-                assert handle is not None
-                if not self.executor.alive(handle):
+            # watch: runs whose executor is done with them; cancelled runs it still runs
+            for run in s.scalars(select(Run).where(Run.active)):
+                if not self._alive(run):
                     self._finish(run, "launcher exited without writing result.json")
-                elif run.state == "cancelled":
-                    self.executor.stop(handle)
+                elif run.state == RunState.CANCELLED:
+                    assert run.executor_ref is not None
+                    self.executor.stop(run.executor_ref)
             s.commit()
             # admit: strict FIFO within capacity
-            busy = sum(r.workers for r in s.scalars(select(Run).where(Run.pid.is_not(None))))
+            busy = sum(r.workers for r in s.scalars(select(Run).where(Run.active)))
             for run in s.scalars(
-                select(Run).where(Run.state == "queued").order_by(Run.created_at, Run.id)
+                select(Run).where(Run.state == RunState.QUEUED).order_by(Run.created_at, Run.id)
             ):
                 if run.workers > self.capacity:
-                    run.state, run.finished_at = "failed", datetime.now(UTC)
-                    run.reason = f"needs {run.workers} workers; capacity is {self.capacity}"
+                    reason = f"needs {run.workers} workers; capacity is {self.capacity}"
+                    transition(run, RunState.FAILED, reason)
                     continue
                 if busy + run.workers > self.capacity:
                     break
+                try:
+                    config = run_config(run, self.data_dir)
+                except MlbenchError as exc:  # a pre-0004 run whose config no longer resolves
+                    transition(run, RunState.FAILED, f"config does not resolve: {exc}")
+                    continue
+                transition(run, RunState.RUNNING)  # before launching: a refused move starts nothing
                 upload_token = create_token(s, f"upload {run.id}", "upload", run.id)
-                handle = self.executor.launch(run.id, run_argv(run, self.data_dir), upload_token)
-                run.state, run.started_at = "running", datetime.now(UTC)
-                run.pid, run.pid_started, run.run_dir = (
-                    handle.pid,
-                    handle.started,
-                    str(handle.run_dir),
+                run.executor_ref = self.executor.launch(
+                    run.id, config, run.workers, run.backend, upload_token
                 )
+                run.config = config
+                run.active = True
                 busy += run.workers
             s.commit()

@@ -23,7 +23,9 @@ import anyio
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mlbench.server.models import TERMINAL_STATES, Event, Run
+from mlbench.server.executor import run_files
+from mlbench.server.models import Event, Run
+from mlbench.server.states import TERMINAL_STATES
 
 MAX_EVENTS = 2000  # per message; a backlog is sent as several messages without waiting
 MAX_LOG_BYTES = 64 * 1024  # per message and rank/stream
@@ -121,10 +123,11 @@ class RunStream:
                     select(func.max(Event.seq)).where(Event.run_id == run.id, Event.rank == rank)
                 )
                 cur.seqs[rank] = -1 if top is None else int(top)
-        if run.run_dir:
+        run_dir = run_files(run.executor_ref)
+        if run_dir is not None:
             for rank in range(world):
                 for stream, offsets in (("stdout", cur.outs), ("stderr", cur.errs)):
-                    path = Path(run.run_dir) / f"rank-{rank}.{stream}"
+                    path = run_dir / f"rank-{rank}.{stream}"
                     offsets[rank] = path.stat().st_size if path.exists() else 0
         return cur
 
@@ -149,11 +152,11 @@ class RunStream:
                     out.append(("events", data, str(self.cursor)))
                     more = more or len(rows) == MAX_EVENTS
             run_json = self.run_json(run)
-            run_dir = run.run_dir
-        if self.logs and run_dir:
+            run_dir = run_files(run.executor_ref)
+        if self.logs and run_dir is not None:
             for rank in range(len(self.cursor.seqs)):
                 for stream, offsets in (("stdout", self.cursor.outs), ("stderr", self.cursor.errs)):
-                    path = Path(run_dir) / f"rank-{rank}.{stream}"
+                    path = run_dir / f"rank-{rank}.{stream}"
                     start = offsets[rank]
                     text, offsets[rank] = _log_chunk(path, start, final)
                     if text:

@@ -1,5 +1,7 @@
 // DOM building (text only, never innerHTML with data) and number formatting.
 
+import { Goal } from "./vocab.js";
+
 /**
  * h("div", {class: "x", onclick: fn, dataset: {testid: "y"}}, child, "text", [more])
  * Attributes with value null/undefined/false are left out.
@@ -82,7 +84,8 @@ export function runDuration(run, now = Date.now()) {
   return Math.max(0, (end - start) / 1000);
 }
 
-export const TERMINAL = new Set(["finished", "failed", "cancelled"]);
+// terminal run states, from the master (vocab.js); re-exported for the pages that use it here
+export { TERMINAL } from "./vocab.js";
 
 export function stateBadge(state) {
   return h("span", { class: `badge state-${state}`, dataset: { testid: "state" } }, state);
@@ -98,7 +101,7 @@ export function goalOf(run, task) {
   const t = task.target;
   return {
     metric: t.metric,
-    threshold: run.goal === "light" ? t.light_value : t.value,
+    threshold: run.goal === Goal.LIGHT ? t.light_value : t.value,
     mode: t.mode,
     reached: null,
   };

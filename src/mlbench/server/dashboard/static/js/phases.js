@@ -1,18 +1,27 @@
 // Phase totals grouped the way the issue and docs/timing.md read them:
 // data | compute (= forward + backward + optimizer) | communication | eval | checkpoint.
 
+// The phase names come from the master (vocab.js, generated from mlbench.vocab); only how they
+// are grouped for reading is decided here. A phase no group names gets a bar of its own.
+
 import { PHASE_COLORS } from "./plot.js";
+import { PHASES, STEP_PHASES } from "./vocab.js";
 
-export const STEP_PHASES = ["data", "forward", "backward", "communication", "optimizer"];
+export { STEP_PHASES };
 
-const GROUPS = [
+const withRest = (groups) => {
+  const named = new Set(groups.flatMap(([, parts]) => parts));
+  return [...groups, ...PHASES.filter((p) => !named.has(p)).map((p) => [p, [p]])];
+};
+
+const GROUPS = withRest([
   ["data", ["data"]],
   ["compute", ["forward", "backward", "optimizer"]],
   ["communication", ["communication"]],
   ["eval", ["eval"]],
   ["checkpoint", ["checkpoint"]],
-];
-const SPLIT = [
+]);
+const SPLIT = withRest([
   ["data", ["data"]],
   ["forward", ["forward"]],
   ["backward", ["backward"]],
@@ -20,7 +29,7 @@ const SPLIT = [
   ["communication", ["communication"]],
   ["eval", ["eval"]],
   ["checkpoint", ["checkpoint"]],
-];
+]);
 
 /** [[group, seconds], ...] for one rank's {phase: seconds}; split: compute's parts apart. */
 export function grouped(phases, split = false) {

@@ -21,9 +21,10 @@ import {
   stateBadge,
 } from "../format.js";
 import { axisTitle } from "../figures.js";
-import { STEP_PHASES, stackedTraces, stepTotal } from "../phases.js";
+import { stackedTraces, stepTotal } from "../phases.js";
 import { Chart, color, layout } from "../plot.js";
 import { AXES, RunData } from "../series.js";
+import { PHASES, StopReason } from "../vocab.js";
 
 const POLL_MS = 5000;
 const BASES = {
@@ -94,7 +95,7 @@ async function phasesToTarget(r, signal) {
     const p = await getPhases(r.id, signal).catch(() => null);
     return { phases: p ? slowest(p.ranks) : {}, covers: "run" };
   }
-  if (!r.result.goal?.reached || s.stop_reason === "goal_reached") {
+  if (!r.result.goal?.reached || s.stop_reason === StopReason.GOAL_REACHED) {
     return { phases: s.phases_slowest || {}, covers: r.result.goal?.reached ? "target" : "run" };
   }
   const rank = s.slowest_rank ?? 0;
@@ -103,7 +104,7 @@ async function phasesToTarget(r, signal) {
   const LIMIT = 100_000;
   const out = {};
   try {
-    for (const name of [...STEP_PHASES, "eval", "checkpoint"]) {
+    for (const name of PHASES) {
       const json = await getSeries(r.id, "phase", name, LIMIT, signal, rank);
       const pts = json.ranks[String(rank)] || [];
       if (pts.length >= LIMIT) return { phases: s.phases_slowest || {}, covers: "run" };

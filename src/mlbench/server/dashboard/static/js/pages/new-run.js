@@ -4,6 +4,7 @@
 
 import { createRuns, getAlgorithms, getSettings, getTasks } from "../api.js";
 import { clear, cmp, h, rst } from "../format.js";
+import { Goal } from "../vocab.js";
 
 const FIELDS = ["task", "algorithm", "workers", "backend", "goal", "repeats", "workers_sweep", "overrides"];
 const RESERVED = { task: "task", goal: "goal", "algorithm.name": "algorithm" };
@@ -73,8 +74,8 @@ export async function mount(root, { params }) {
     { id: "f-backend", name: "backend", dataset: { testid: "f-backend" } },
     settings.backends.map((b) => h("option", { value: b }, b)),
   );
-  const goalFull = h("input", { type: "radio", name: "goal", id: "f-goal-full", value: "full", checked: true });
-  const goalLight = h("input", { type: "radio", name: "goal", id: "f-goal-light", value: "light", dataset: { testid: "f-goal-light" } });
+  const goalFull = h("input", { type: "radio", name: "goal", id: "f-goal-full", value: Goal.FULL, checked: true });
+  const goalLight = h("input", { type: "radio", name: "goal", id: "f-goal-light", value: Goal.LIGHT, dataset: { testid: "f-goal-light" } });
   const goalErr = h("p", { class: "field-error", id: "err-goal", dataset: { testid: "error-goal" } });
   const goal = h(
     "fieldset",
@@ -279,7 +280,7 @@ export async function mount(root, { params }) {
       task: task.value,
       algorithm: algorithm.value,
       backend: backend.value,
-      goal: goalLight.checked ? "light" : "full",
+      goal: goalLight.checked ? Goal.LIGHT : Goal.FULL,
       workers: Number(workers.value),
       repeats: Number(repeats.value),
       overrides: [],

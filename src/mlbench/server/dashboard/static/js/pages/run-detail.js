@@ -42,6 +42,7 @@ import {
 import { Chart } from "../plot.js";
 import { AXES, RunData } from "../series.js";
 import { openStream } from "../sse.js";
+import { EventKind } from "../vocab.js";
 
 const PHASES_MS = 3000;
 const LOG_CAP = 1_000_000; // characters kept per rank and stream (the newest)
@@ -341,7 +342,7 @@ class RunDetail {
     );
     if (!this.wasLive) return;
     this.live = openStream(
-      streamPath(this.id, { kind: ["train", "val", "comm", "resource"], logs: "false", from_now: "true" }),
+      streamPath(this.id, { kind: [EventKind.TRAIN, EventKind.VAL, EventKind.COMM, EventKind.RESOURCE], logs: "false", from_now: "true" }),
       {
         onMessage: (event, data) => {
           if (event !== "events") return;

@@ -2,6 +2,7 @@
 // sortable, refreshed every few seconds while the tab is visible.
 
 import { getTasks, listRuns } from "../api.js";
+import { RUN_STATES, RunState } from "../vocab.js";
 import {
   DASH,
   TERMINAL,
@@ -106,7 +107,7 @@ export async function mount(root, { params, signal }) {
   const stateSel = sel(
     "filter-state",
     "State",
-    [["", "any"], ...["queued", "running", "finished", "failed", "cancelled"].map((s) => [s, s])],
+    [["", "any"], ...RUN_STATES.map((s) => [s, s])],
     state.state,
   );
   const taskSel = sel("filter-task", "Task", [["", "any"]], state.task);
@@ -312,7 +313,7 @@ export async function mount(root, { params, signal }) {
         renderBody();
       } else {
         // only the live durations changed
-        for (const r of state.runs.filter((x) => x.state === "running")) {
+        for (const r of state.runs.filter((x) => x.state === RunState.RUNNING)) {
           const td = tbody.querySelector(`tr[data-run-id="${CSS.escape(r.id)}"] td[data-col="duration"]`);
           if (td) td.textContent = fmtSeconds(runDuration(r));
         }

@@ -1,0 +1,226 @@
+"""What the master does with runs, apart from HTTP: create (with sweeps and repeats), import,
+cancel, delete, and the config a run executes.
+
+Why not in the route functions: the rules here (which request field a config error blames,
+FIFO creation stamps, what an imported result must hold, when a run may be deleted) are the
+master's behaviour, and the scheduler needs one of them too (the config of a run queued before
+configs were stored). Routes parse the request and shape the response; this module decides.
+Errors are ``FieldError`` (a 422 naming the request field) or ``InvalidTransition`` (a 409),
+turned into responses by handlers that ``create_app`` installs.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from mlbench.config import to_dict
+from mlbench.errors import MlbenchError
+from mlbench.server.models import Event, Run
+from mlbench.server.schemas import ImportRequest, RunRequest
+from mlbench.server.states import TERMINAL_STATES, RunState, transition
+
+
+class FieldError(MlbenchError):
+    """A request field is wrong: a 422 with FastAPI's error shape, located in the body."""
+
+    def __init__(self, field: str | list[str | int], message: str) -> None:
+        super().__init__(message)
+        self.loc: list[str | int] = ["body", *(field if isinstance(field, list) else [field])]
+        self.message = message
+
+
+class RunBusy(MlbenchError):
+    """The run may still be executing (a 409)."""
+
+
+def resolve_run_config(
+    task: str,
+    overrides: list[str],
+    goal: str,
+    algorithm: str,
+    data_dir: str | None,
+) -> tuple[Any, Any]:
+    """(task, resolved config) of a run request: its overrides, then goal and scheme, then the
+    master's data directory unless the request set ``data.dir`` itself.
+
+    The data directory is filled in here, at submission, so the stored config is exactly what the
+    executor runs (the old launcher added ``--data-dir`` at launch; same rule, same result)."""
+    from mlbench.runs import resolve_config
+
+    extra = [f"goal={goal}", f"algorithm.name={algorithm}"]
+    if data_dir and not any(o.split("=", 1)[0].strip() == "data.dir" for o in overrides):
+        extra.append(f"data.dir={data_dir}")
+    return resolve_config(task, overrides=[*overrides, *extra])
+
+
+def _blame(req: RunRequest, message: str) -> list[str | int]:
+    """Which request field a config error is about: the override whose key the message names,
+    else the worker count(s) (``task.validate`` checks the config against them)."""
+    keys = [line.split("=", 1)[0].strip() for line in req.overrides]
+    for i, key in enumerate(keys):  # the full key ("algorithm.topology: ...")
+        if key and key in message:
+            return ["overrides", i]
+    for i, key in enumerate(keys):  # or its last part as a word ("topology torus needs ...")
+        last = key.rsplit(".", 1)[-1]
+        if last and re.search(rf"\b{re.escape(last)}\b", message):
+            return ["overrides", i]
+    return ["workers_sweep"] if req.workers_sweep else ["workers"]
+
+
+_last_stamp = datetime.min.replace(tzinfo=UTC)
+_stamp_lock = threading.Lock()
+
+
+def _next_stamp(after: datetime | None = None) -> datetime:
+    """A creation time later than every earlier one handed out by this process.
+
+    FIFO order is submission order, so creation times must be strictly increasing at microsecond
+    resolution (SQLite's now() has whole seconds: same-second runs would tie)."""
+    global _last_stamp
+    with _stamp_lock:
+        now = datetime.now(UTC)
+        floor = max(_last_stamp, after or _last_stamp) + timedelta(microseconds=1)
+        _last_stamp = max(now, floor)
+        return _last_stamp
+
+
+def create_runs(s: Session, req: RunRequest, data_dir: str | None = None) -> list[Run]:
+    """Check the request completely, then queue one run per (worker count, repeat) and commit.
+
+    Nothing is stored unless every configuration of the sweep is valid; the error names the
+    request field to fix (the exact override line when it can tell)."""
+    from mlbench.registry import get_algorithm, get_task, task_names
+    from mlbench.runs import resolve_config, validate_run
+
+    if req.task not in task_names():
+        raise FieldError("task", f"unknown task {req.task!r}; known: {task_names()}")
+    try:
+        get_algorithm(req.algorithm)
+    except MlbenchError as exc:
+        raise FieldError("algorithm", str(exc)) from None
+    for i, line in enumerate(req.overrides):  # each line alone first: blame the exact one
+        try:
+            resolve_config(req.task, overrides=[line])
+        except MlbenchError as exc:
+            raise FieldError(["overrides", i], str(exc)) from None
+    try:
+        task, cfg = resolve_run_config(req.task, req.overrides, req.goal, req.algorithm, data_dir)
+    except MlbenchError as exc:
+        raise FieldError("overrides", str(exc)) from None
+    for k in req.workers_sweep or [req.workers]:
+        try:
+            validate_run(task, cfg, k)
+        except MlbenchError as exc:
+            raise FieldError(_blame(req, str(exc)), str(exc)) from None
+    official = not get_task(req.task).official_differences(cfg)
+    config = to_dict(cfg)
+    created = []
+    stamp = _next_stamp()
+    for workers in req.workers_sweep or [req.workers]:
+        for _ in range(req.repeats):
+            stamp = _next_stamp(stamp)
+            run = Run(
+                created_at=stamp,
+                id=f"{time.strftime('%Y%m%d-%H%M%S')}-{req.task}-{secrets.token_hex(3)}",
+                task=req.task,
+                state=RunState.QUEUED.value,
+                workers=workers,
+                backend=req.backend.value,
+                algorithm=req.algorithm,
+                goal=req.goal.value,
+                overrides=list(req.overrides),
+                official=official,
+                config=config,
+            )
+            s.add(run)
+            created.append(run)
+    s.commit()
+    return created
+
+
+def run_config(run: Run, data_dir: str | None) -> dict[str, Any]:
+    """The resolved config a run executes: the one stored at submission, or — for a run queued
+    before migration 0004 stored configs — resolved now from its columns, as the master did
+    then. Raises ``MlbenchError`` when that no longer resolves (a task or key that is gone)."""
+    if run.config is not None:
+        return run.config
+    _, cfg = resolve_run_config(run.task, run.overrides, run.goal, run.algorithm, data_dir)
+    return to_dict(cfg)
+
+
+_IMPORT_LIMITS = {"task": 64, "backend": 16, "algorithm": 128, "goal": 8, "reason": 10_000}
+
+
+def import_run(s: Session, req: ImportRequest) -> Run:
+    """Record a run that ran elsewhere (``mlbench import``); re-importing updates it.
+
+    An import records an outcome, it does not move a run along the state machine: the stored
+    state is the result's, whatever the row said before."""
+    from mlbench.results.summary import migrate
+
+    try:
+        result = migrate(dict(req.result))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FieldError("result", f"not a result.json: {exc}") from None
+    state = result.get("state")
+    if not isinstance(state, str) or state not in TERMINAL_STATES:
+        terminal = sorted(str(t) for t in TERMINAL_STATES)
+        raise FieldError("result", f"state must be one of {terminal}, not {state!r}")
+    goal = result.get("goal")
+    fields = {
+        "task": result.get("task", ""),
+        "backend": result.get("backend") or "auto",
+        "algorithm": result.get("algorithm") or "",
+        "goal": goal.get("goal", "full") if isinstance(goal, dict) else "full",
+        "reason": result.get("reason") or "",
+    }
+    for key, value in fields.items():
+        limit = _IMPORT_LIMITS[key]
+        if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+            raise FieldError(
+                "result", f"{key} must be a string of at most {limit} characters, no NUL"
+            )
+    workers = result.get("world_size") or 1
+    if not isinstance(workers, int) or not 1 <= workers <= 1_000_000:
+        raise FieldError("result", "world_size must be an integer from 1 to 1,000,000")
+    run = s.get(Run, req.run_id)
+    if run is None:
+        run = Run(
+            id=req.run_id,
+            task=fields["task"],
+            state=state,
+            workers=workers,
+            backend=fields["backend"],
+            algorithm=fields["algorithm"],
+            goal=fields["goal"],
+            overrides=[],
+        )
+        s.add(run)
+    run.state, run.reason = state, result.get("reason")
+    run.official, run.result = bool(result.get("official")), result
+    run.finished_at = datetime.now(UTC)
+    s.commit()
+    return run
+
+
+def cancel_run(s: Session, run: Run) -> None:
+    """Cancel a queued or running run (the scheduler then stops its launcher, if any)."""
+    transition(run, RunState.CANCELLED, "cancelled by user")
+    s.commit()
+
+
+def delete_run(s: Session, run: Run) -> None:
+    """Delete a run and its events; refused while its executor may still be running it."""
+    if run.state == RunState.RUNNING or run.active:
+        raise RunBusy(f"run {run.id} is running; cancel it first")
+    s.execute(delete(Event).where(Event.run_id == run.id))
+    s.delete(run)
+    s.commit()
