@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from mlbench.registry import get_task, task_names
+from mlbench.registry import task_names
+from mlbench.runs import task_spec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,12 @@ def run(args: argparse.Namespace) -> int:
 
     console = console_for()
     if args.show:
-        spec = get_task(args.show).spec()
+        from mlbench.runs import algorithm_specs
+
+        spec = task_spec(args.show)
+        # every scheme's own options (built-in and plug-in), each a typed algorithm.* key once
+        # algorithm.name selects that scheme; the table above shows the default scheme's
+        spec["schemes"] = algorithm_specs()
         if args.json:
             print(json.dumps(spec, indent=2))
             return 0
@@ -42,8 +48,20 @@ def run(args: argparse.Namespace) -> int:
                 item["help"],
             )
         console.print(table)
+        schemes = Table(id_column("scheme"), id_column("option"), "default", "division", "meaning")
+        for scheme in spec["schemes"]:
+            for opt in scheme["options"]:
+                schemes.add_row(
+                    scheme["name"],
+                    opt["key"],
+                    json.dumps(opt["default"]),
+                    "open" if opt["open"] else "closed",
+                    opt["help"],
+                )
+        console.print("scheme options (with --algorithm NAME / --set algorithm.name=NAME):")
+        console.print(schemes)
         return 0
-    specs = [get_task(name).spec() for name in task_names()]
+    specs = [task_spec(name) for name in task_names()]
     if args.json:
         print(json.dumps(specs, indent=2))
         return 0

@@ -108,7 +108,8 @@ def create_runs(s: Session, req: RunRequest, data_dir: str | None = None) -> lis
         raise FieldError("algorithm", str(exc)) from None
     for i, line in enumerate(req.overrides):  # each line alone first: blame the exact one
         try:
-            resolve_config(req.task, overrides=[line])
+            # with the request's scheme: its section decides which algorithm.* keys exist
+            resolve_config(req.task, overrides=[f"algorithm.name={req.algorithm}", line])
         except MlbenchError as exc:
             raise FieldError(["overrides", i], str(exc)) from None
     try:

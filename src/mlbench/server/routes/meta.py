@@ -27,9 +27,10 @@ def health(state: State) -> HealthOut:
 @router.get("/tasks", dependencies=[Reader])
 def tasks() -> list[dict[str, Any]]:
     """Every task's spec: hyperparameters, targets, config defaults (``Task.spec()``)."""
-    from mlbench.registry import get_task, task_names
+    from mlbench.registry import task_names
+    from mlbench.runs import task_spec
 
-    return [get_task(name).spec() for name in task_names()]
+    return [task_spec(name) for name in task_names()]
 
 
 @router.get("/algorithms", dependencies=[Reader])
