@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-KINDS = frozenset({"train", "val", "phase", "resource", "comm", "event"})
+from mlbench.vocab import EVENT_KINDS
+
+KINDS = frozenset(k.value for k in EVENT_KINDS)  # the shared vocabulary (mlbench.vocab)
 
 
 def events_path(run_dir: Path, rank: int) -> Path:

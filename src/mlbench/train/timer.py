@@ -17,8 +17,11 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-PHASES = ("data", "forward", "backward", "communication", "optimizer", "eval", "checkpoint")
-STEP_PHASES = ("data", "forward", "backward", "communication", "optimizer")
+from mlbench import vocab
+
+# plain strings (dict keys on the hot path); the names are the shared vocabulary's
+PHASES: tuple[str, ...] = tuple(p.value for p in vocab.PHASES)
+STEP_PHASES: tuple[str, ...] = tuple(p.value for p in vocab.STEP_PHASES)
 
 
 class _Phase:
