@@ -11,8 +11,6 @@ import argparse
 import json
 import os
 import signal
-import sys
-import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -83,166 +81,71 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return extra
 
 
-def _check_backend(requested: str, workers: int) -> None:
-    """nccl needs one GPU per local worker; say so now rather than failing inside NCCL."""
-    import torch
-
-    from mlbench.dist import resolve_backend
-
-    if requested == "mpi" and not torch.distributed.is_mpi_available():
-        raise ConfigError("backend mpi is not built into this torch")
-    if requested == "auto" and not torch.cuda.is_available():
-        return
-    if resolve_backend(requested) == "nccl" and workers > torch.cuda.device_count():
-        raise ConfigError(
-            f"{workers} workers is impossible with nccl here: it needs one GPU per worker and "
-            f"{torch.cuda.device_count()} are visible (use --backend gloo to share)"
-        )
-
-
 def run(args: argparse.Namespace) -> int:
-    from mlbench import runs
-    from mlbench.tasks.base import Task
+    from mlbench.launch.session import LaunchRequest, LaunchSession
 
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-    if args.threads_per_worker is not None and args.threads_per_worker < 1:
-        raise ConfigError("--threads-per-worker must be at least 1")
     if args.master:
         from mlbench.cli.client import submit
 
+        if args.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {args.workers}")
         extra = [o for o in _overrides(args) if not o.startswith("data.dir=")]
         if args.data_dir is not None:  # a path on the master's machine: send it as given
             extra.append(f"data.dir={args.data_dir}")
         return submit(args, extra)
     if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
         raise ConfigError(f"data directory {args.data_dir} does not exist")
-    task, cfg = runs.resolve_config(args.task, config_file=args.config, overrides=_overrides(args))
-    if cfg.data.dir and not Path(cfg.data.dir).expanduser().is_dir():
-        raise ConfigError(f"data directory {cfg.data.dir} does not exist")
-    runs.validate_run(task, cfg, args.workers)
-    info = task.prepare_data(cfg)
-    per_rank = info.train_size // args.workers
-    if isinstance(task, Task) and per_rank < cfg.data.batch_size * cfg.train.accumulate:
-        raise ConfigError(
-            f"{args.workers} workers is impossible here: each would get {per_rank} of "
-            f"{info.train_size} training samples, less than one batch of {cfg.data.batch_size}"
+    session = LaunchSession(
+        LaunchRequest(
+            task=args.task,
+            workers=args.workers,
+            backend=args.backend,
+            config_file=args.config,
+            overrides=_overrides(args),
+            threads_per_worker=args.threads_per_worker,
+            runs_dir=Path(args.runs_dir) if args.runs_dir else None,
+            run_id=args.run_id,
+            upload=args.upload,
+            upload_token=os.environ.get("MLBENCH_UPLOAD_TOKEN"),
         )
-    _check_backend(args.backend, args.workers)
-    cores = os.cpu_count() or 1
-    threads = args.threads_per_worker or max(1, cores // args.workers)
-
-    runs_dir = Path(args.runs_dir).expanduser() if args.runs_dir else runs.default_runs_dir()
-    run_dir = runs.create_run_dir(runs_dir, task.name, args.run_id)
-    runs.write_config(run_dir, cfg)
-    launch_info: dict[str, Any] = {
-        "workers": args.workers,
-        "backend_requested": args.backend,
-        "threads_per_worker": threads,
-        "command": sys.argv,
-        "data": info.description,
-        "official_data_issues": list(info.issues),
-        "created": time.time(),
-    }
-    runs.write_launch(run_dir, launch_info)
-    return _launch(run_dir, task, cfg, args, threads, launch_info)
+    )
+    task, _ = session.preflight()  # everything checked before anything exists (exit 2)
+    run_dir = session.prepare()
+    return _execute(session, run_dir, task.target.metric, args)
 
 
-def _launch(
-    run_dir: Path,
-    task: Any,
-    cfg: Any,
-    args: argparse.Namespace,
-    threads: int,
-    launch_info: dict[str, Any],
-) -> int:
+def _execute(session: Any, run_dir: Path, metric: str, args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from mlbench.cli.output import RunProgress, print_summary
-    from mlbench.launch.local import LocalLauncher
 
     console = Console(stderr=True)
-    console.print(f"run {run_dir.name}: {args.workers} worker(s) × {threads} thread(s) → {run_dir}")
-    launcher = LocalLauncher(run_dir, args.workers, args.backend, threads)
+    console.print(
+        f"run {run_dir.name}: {args.workers} worker(s) × {session.threads} thread(s) → {run_dir}"
+    )
 
     def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
+
+    def _upload_incomplete(error: str) -> None:
+        console.print(
+            f"[yellow]events not fully uploaded ({error}); they are in {run_dir} — "
+            f"`mlbench import {run_dir} --master {args.upload}` resends them"
+        )
 
     # SIGTERM and SIGINT both stop every rank cleanly. SIGINT is set explicitly: a process
     # started from a non-interactive shell's background job inherits it *ignored*, and Python
     # then never installs its KeyboardInterrupt handler
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    uploader = None
-    if args.upload:
-        from mlbench.telemetry.uploader import Uploader
-
-        uploader = Uploader(
-            run_dir,
-            run_dir.name,
-            args.upload,
-            args.workers,
-            token=os.environ.get("MLBENCH_UPLOAD_TOKEN"),
-        )
-        uploader.start()
     try:
-        launcher.start()
-        with RunProgress(run_dir, task.target.metric, console) as progress:
-            outcome = launcher.wait(on_tick=progress.tick)
+        with RunProgress(run_dir, metric, console) as progress:
+            result, outcome = session.execute(progress.tick, _upload_incomplete)
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
-        if uploader is not None:
-            complete = uploader.finish(timeout=120)
-            uploader.close()
-            if not complete:
-                console.print(
-                    f"[yellow]events not fully uploaded ({uploader.last_error}); they are in "
-                    f"{run_dir} — `mlbench import {run_dir} --master {args.upload}` resends them"
-                )
-
-    result = _final_result(run_dir, task, cfg, args, outcome, launch_info)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print_summary(result, run_dir)
     return {"finished": 0, "failed": 1, "cancelled": 130}[outcome.state]
-
-
-def _final_result(
-    run_dir: Path,
-    task: Any,
-    cfg: Any,
-    args: argparse.Namespace,
-    outcome: Any,
-    launch_info: dict[str, Any],
-) -> dict[str, Any]:
-    """Rank 0's result.json plus launcher facts; or, on failure, a result rebuilt from events."""
-    from mlbench import runs
-    from mlbench.results.from_events import ranks_from_events
-    from mlbench.results.summary import RESULT_FILE, load_result, write_result
-
-    launcher_facts = {
-        "wall_time_total": outcome.wall_time,
-        "exit_codes": outcome.exit_codes,
-        "threads_per_worker": launch_info["threads_per_worker"],
-        "command": launch_info["command"],
-    }
-    if outcome.state == "finished" and (run_dir / RESULT_FILE).exists():
-        result = load_result(run_dir)
-    else:
-        if outcome.state == "finished":  # all exited 0 but rank 0 wrote nothing: still a failure
-            outcome.state, outcome.reason = "failed", "workers exited without writing result.json"
-        result = runs.make_result(
-            run_dir,
-            task,
-            cfg,
-            state=outcome.state,
-            reason=outcome.reason,
-            world_size=args.workers,
-            backend=None,
-            ranks=ranks_from_events(run_dir, args.workers),
-        )
-    result["launcher"] = launcher_facts
-    write_result(run_dir, result)
-    return result

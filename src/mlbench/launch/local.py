@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from mlbench.launch.base import Outcome, wait
 from mlbench.launch.worker import ERROR_MARKER
 
 GRACE_SECONDS = 3.0
@@ -39,7 +40,6 @@ _PEER_LOSS = (
     "Gloo",
     "NCCL",
 )
-POLL_SECONDS = 0.1
 
 
 def free_port() -> int:
@@ -54,14 +54,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-
-
-@dataclass
-class Outcome:
-    state: str  # finished | failed | cancelled
-    reason: str | None
-    exit_codes: list[int | None]
-    wall_time: float
 
 
 @dataclass
@@ -166,29 +158,32 @@ class LocalLauncher:
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
 
+    def poll(self) -> Outcome | None:
+        """None while ranks run; the outcome once all exited 0, or the first failure (then every
+        other rank is stopped, and the reason is the root cause's)."""
+        codes = [p.poll() for p in self.procs]
+        if any(c not in (None, 0) for c in codes):
+            reason = self._root_cause()
+            self.terminate()
+            return self._outcome("failed", reason)
+        if all(c == 0 for c in codes):
+            return self._outcome("finished", None)
+        return None
+
+    def stop(self, reason: str = "interrupted by user (Ctrl-C)") -> Outcome:
+        self.terminate()
+        return self._outcome("cancelled", reason)
+
+    def logs(self, rank: int) -> tuple[Path, Path]:
+        return self.run_dir / f"rank-{rank}.stdout", self.run_dir / f"rank-{rank}.stderr"
+
     def wait(self, on_tick: Callable[[], None] | None = None) -> Outcome:
         """Watch the workers until all exit; stop everyone on the first failure or Ctrl-C."""
-        try:
-            while True:
-                codes = [p.poll() for p in self.procs]
-                failed = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
-                if failed:
-                    reason = self._root_cause()
-                    self.terminate()
-                    return self._outcome("failed", reason)
-                if all(c == 0 for c in codes):
-                    return self._outcome("finished", None)
-                if on_tick is not None:
-                    on_tick()
-                time.sleep(POLL_SECONDS)
-        except KeyboardInterrupt:
-            self.terminate()
-            return self._outcome("cancelled", "interrupted by user (Ctrl-C)")
-        finally:
-            for fh in self._files:
-                fh.close()
+        return wait(self, on_tick)
 
     def _outcome(self, state: str, reason: str | None) -> Outcome:
+        for fh in self._files:
+            fh.close()
         return Outcome(
             state, reason, [p.poll() for p in self.procs], time.perf_counter() - self._started
         )

@@ -1,0 +1,185 @@
+"""The launch session: everything around an engine, the same for the CLI and the master.
+
+``preflight`` checks the whole request before anything exists (task, config, scheme options,
+worker count, data, backend) and raises :class:`~mlbench.errors.ConfigError` with one line;
+``prepare`` creates the run directory (config.json, run.json); ``execute`` starts the engine's
+:class:`~mlbench.launch.base.Launcher`, uploads events beside it when asked, waits, and writes the
+final result.json — rank 0's, or one rebuilt from the event files when the run failed, so nothing
+measured is lost. The master's scheduler runs ``mlbench run`` (this session) for each admitted
+run; a Slurm or Kubernetes engine plugs in as another ``launcher_factory``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlbench import runs
+from mlbench.errors import ConfigError
+from mlbench.launch.base import Launcher, Outcome, wait
+from mlbench.tasks.base import DataInfo, RunConfig, Task, TaskBase
+
+
+@dataclass
+class LaunchRequest:
+    task: str
+    workers: int = 1
+    backend: str = "auto"
+    config_file: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    threads_per_worker: int | None = None
+    runs_dir: Path | None = None
+    run_id: str | None = None
+    upload: str | None = None
+    upload_token: str | None = None
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
+def check_backend(requested: str, workers: int) -> None:
+    """nccl needs one GPU per local worker; say so now rather than failing inside NCCL."""
+    import torch
+
+    from mlbench.dist import resolve_backend
+
+    if requested == "mpi" and not torch.distributed.is_mpi_available():
+        raise ConfigError("backend mpi is not built into this torch")
+    if requested == "auto" and not torch.cuda.is_available():
+        return
+    if resolve_backend(requested) == "nccl" and workers > torch.cuda.device_count():
+        raise ConfigError(
+            f"{workers} workers is impossible with nccl here: it needs one GPU per worker and "
+            f"{torch.cuda.device_count()} are visible (use --backend gloo to share)"
+        )
+
+
+def local_launcher(run_dir: Path, request: LaunchRequest, threads: int) -> Launcher:
+    from mlbench.launch.local import LocalLauncher
+
+    return LocalLauncher(run_dir, request.workers, request.backend, threads)
+
+
+class LaunchSession:
+    def __init__(
+        self,
+        request: LaunchRequest,
+        launcher_factory: Callable[[Path, LaunchRequest, int], Launcher] = local_launcher,
+    ) -> None:
+        self.request = request
+        self.launcher_factory = launcher_factory
+        self.task: TaskBase | None = None
+        self.cfg: RunConfig | None = None
+        self.info: DataInfo | None = None
+        self.run_dir: Path | None = None
+        self.threads = 1
+        self.launch_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ before anything exists
+    def preflight(self) -> tuple[TaskBase, RunConfig]:
+        r = self.request
+        if r.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {r.workers}")
+        if r.threads_per_worker is not None and r.threads_per_worker < 1:
+            raise ConfigError("--threads-per-worker must be at least 1")
+        task, cfg = runs.resolve_config(r.task, config_file=r.config_file, overrides=r.overrides)
+        if cfg.data.dir and not Path(cfg.data.dir).expanduser().is_dir():
+            raise ConfigError(f"data directory {cfg.data.dir} does not exist")
+        runs.validate_run(task, cfg, r.workers)
+        info = task.prepare_data(cfg)
+        per_rank = info.train_size // r.workers
+        need = cfg.data.batch_size * cfg.train.accumulate
+        if isinstance(task, Task) and per_rank < need:
+            raise ConfigError(
+                f"{r.workers} workers is impossible here: each would get {per_rank} of "
+                f"{info.train_size} training samples, less than one step ({need} samples)"
+            )
+        check_backend(r.backend, r.workers)
+        self.task, self.cfg, self.info = task, cfg, info
+        self.threads = r.threads_per_worker or max(1, (os.cpu_count() or 1) // r.workers)
+        return task, cfg
+
+    def prepare(self) -> Path:
+        """The run directory with config.json and run.json (the launch request)."""
+        assert self.task is not None and self.cfg is not None and self.info is not None
+        r = self.request
+        runs_dir = r.runs_dir.expanduser() if r.runs_dir else runs.default_runs_dir()
+        run_dir = runs.create_run_dir(runs_dir, self.task.name, r.run_id)
+        runs.write_config(run_dir, self.cfg)
+        self.launch_info = {
+            "workers": r.workers,
+            "backend_requested": r.backend,
+            "threads_per_worker": self.threads,
+            "command": r.command,
+            "data": self.info.description,
+            "official_data_issues": list(self.info.issues),
+            "created": time.time(),
+        }
+        runs.write_launch(run_dir, self.launch_info)
+        self.run_dir = run_dir
+        return run_dir
+
+    # ------------------------------------------------------------------ the run
+    def execute(
+        self,
+        on_tick: Callable[[], None] | None = None,
+        on_upload_incomplete: Callable[[str], None] | None = None,
+    ) -> tuple[dict[str, Any], Outcome]:
+        """Start the engine, wait for it (Ctrl-C/SIGTERM → cancelled), write result.json."""
+        assert self.run_dir is not None
+        r, run_dir = self.request, self.run_dir
+        launcher = self.launcher_factory(run_dir, r, self.threads)
+        uploader = None
+        if r.upload:
+            from mlbench.telemetry.uploader import Uploader
+
+            uploader = Uploader(run_dir, run_dir.name, r.upload, r.workers, token=r.upload_token)
+            uploader.start()
+        try:
+            launcher.start()
+            outcome = wait(launcher, on_tick)
+        finally:
+            if uploader is not None:
+                complete = uploader.finish(timeout=120)
+                uploader.close()
+                if not complete and on_upload_incomplete is not None:
+                    on_upload_incomplete(str(uploader.last_error))
+        return self.finalize(outcome), outcome
+
+    def finalize(self, outcome: Outcome) -> dict[str, Any]:
+        """Rank 0's result.json plus the engine's facts; on failure, rebuilt from the events."""
+        from mlbench.results.from_events import ranks_from_events
+        from mlbench.results.summary import RESULT_FILE, load_result, write_result
+
+        assert self.run_dir is not None and self.task is not None and self.cfg is not None
+        run_dir = self.run_dir
+        launcher_facts = {
+            "wall_time_total": outcome.wall_time,
+            "exit_codes": outcome.exit_codes,
+            "threads_per_worker": self.threads,
+            "command": self.launch_info.get("command"),
+        }
+        if outcome.state == "finished" and (run_dir / RESULT_FILE).exists():
+            result = load_result(run_dir)
+        else:
+            if outcome.state == "finished":  # all exited 0, but rank 0 wrote nothing: a failure
+                outcome.state, outcome.reason = (
+                    "failed",
+                    "workers exited without writing result.json",
+                )
+            result = runs.make_result(
+                run_dir,
+                self.task,
+                self.cfg,
+                state=outcome.state,
+                reason=outcome.reason,
+                world_size=self.request.workers,
+                backend=None,
+                ranks=ranks_from_events(run_dir, self.request.workers),
+            )
+        result["launcher"] = launcher_facts
+        write_result(run_dir, result)
+        return result
