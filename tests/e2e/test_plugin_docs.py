@@ -57,7 +57,7 @@ def _run(plugin_path: Path, real_data: Path, tmp_path: Path, algorithm: str) -> 
             "--set",
             "train.max_steps=20",
             "--set",
-            "algorithm.mode=gradients",
+            "algorithm.wire_dtype=float16",
             "--algorithm",
             algorithm,
             "--json",
@@ -99,7 +99,7 @@ def test_doc_example_check_config_rejects_before_start(plugin_path: Path, tmp_pa
             "--algorithm",
             "fp16-allreduce",
             "--set",
-            "algorithm.mode=weights",
+            "algorithm.wire_dtype=float64",
         ],
         env=env,
         capture_output=True,
@@ -108,4 +108,15 @@ def test_doc_example_check_config_rejects_before_start(plugin_path: Path, tmp_pa
         check=False,
     )
     assert proc.returncode == 2
-    assert "set algorithm.mode=gradients" in proc.stderr
+    assert "set algorithm.wire_dtype=float16 or bfloat16" in proc.stderr
+    # a key of another scheme is refused, naming whose option it is
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlbench.cli.main", "run", "epsilon-logreg"]
+        + ["--algorithm", "fp16-allreduce", "--set", "algorithm.mode=weights"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and "it is an option of allreduce" in proc.stderr
