@@ -150,7 +150,9 @@ def load_run_config(run_dir: Path) -> tuple[TaskBase, RunConfig]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path} not found (is this a run directory?)") from None
-    return resolve_config(data.get("task", ""), data=data)
+    # a task named as module:Class is found again by that reference (run.json), not its name
+    ref = read_launch(run_dir).get("task_ref") or data.get("task", "")
+    return resolve_config(ref, data=data)
 
 
 def write_launch(run_dir: Path, info: dict[str, Any]) -> None:

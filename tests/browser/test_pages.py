@@ -73,7 +73,7 @@ def test_token_flow_and_every_page_loads(dash, page_for) -> None:
     assert js(eps["target"]["light_value"]) in page.get_by_test_id("task-light-goal").inner_text()
     assert page.get_by_test_id("f-workers").get_attribute("max") == "2"
     page.get_by_test_id("f-algorithm").select_option("powersgd")
-    assert page.locator('[data-testid="opt-algorithm-rank"]').count() == 1
+    assert page.locator('[data-testid="opt-algorithm-matrix_rank"]').count() == 1
     screenshot(page, "new-run")
 
     # Compare with nothing selected explains itself

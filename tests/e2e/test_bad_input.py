@@ -28,8 +28,15 @@ from .helpers import mlbench
         (["tasks", "--show", "nope"], "unknown task"),
         # scheme options are checked before any process starts
         (
-            ["run", "epsilon-logreg", "--algorithm", "powersgd", "--set", "algorithm.rank=0"],
-            "algorithm.rank",
+            [
+                "run",
+                "epsilon-logreg",
+                "--algorithm",
+                "powersgd",
+                "--set",
+                "algorithm.matrix_rank=0",
+            ],
+            "algorithm.matrix_rank",
         ),
         (
             ["run", "epsilon-logreg", "--algorithm", "topk", "--set", "algorithm.fraction=1.5"],

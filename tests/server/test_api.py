@@ -93,7 +93,11 @@ def test_create_get_list_runs(client: TestClient) -> None:
         ({"task": "epsilon-logreg", "overrides": ["nokey"]}, "overrides"),
         ({"task": "epsilon-logreg", "algorithm": "nope"}, "algorithm"),
         (
-            {"task": "epsilon-logreg", "algorithm": "powersgd", "overrides": ["algorithm.rank=0"]},
+            {
+                "task": "epsilon-logreg",
+                "algorithm": "powersgd",
+                "overrides": ["algorithm.matrix_rank=0"],
+            },
             "overrides",
         ),
         ({"task": "epsilon-logreg", "goal": "medium"}, "goal"),
@@ -434,23 +438,24 @@ def test_hostile_input_is_a_4xx_naming_the_field(
 
 
 def test_algorithms_and_settings_for_the_run_form(client: TestClient) -> None:
-    from mlbench.registry import algorithm_names
-    from mlbench.tasks.base import AlgorithmConfig
+    from mlbench.algorithms.base import scheme_options
+    from mlbench.algorithms.localsgd import LocalSGDConfig
+    from mlbench.registry import algorithm_names, get_algorithm
 
     algos = {a["name"]: a for a in client.get("/api/algorithms").json()}
     assert list(algos) == algorithm_names()
-    known = {f"algorithm.{k}" for k in AlgorithmConfig.__dataclass_fields__}
     for a in algos.values():
         assert a["summary"], a["name"]
-        assert {o["key"] for o in a["options"]} <= known
-    assert algos["powersgd"]["options"][0]["key"] == "algorithm.rank"
-    assert algos["localsgd"]["options"] == [
-        {
-            "key": "algorithm.local_steps",
-            "default": AlgorithmConfig().local_steps,
-            "help": AlgorithmConfig.__dataclass_fields__["local_steps"].metadata["help"],
-        }
-    ]
+        # exactly the scheme's own section, nothing of another scheme's
+        own = [f"algorithm.{k}" for k in scheme_options(get_algorithm(a["name"]))]
+        assert [o["key"] for o in a["options"]] == own, a["name"]
+    assert algos["powersgd"]["options"][0]["key"] == "algorithm.matrix_rank"
+    assert algos["localsgd"]["options"][-1] == {
+        "key": "algorithm.local_steps",
+        "default": LocalSGDConfig().local_steps,
+        "open": False,
+        "help": LocalSGDConfig.__dataclass_fields__["local_steps"].metadata["help"],
+    }
     settings = client.get("/api/settings").json()
     assert settings["scheduler"] is False and settings["capacity_workers"] is None
 

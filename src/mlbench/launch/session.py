@@ -110,6 +110,7 @@ class LaunchSession:
         run_dir = runs.create_run_dir(runs_dir, self.task.name, r.run_id)
         runs.write_config(run_dir, self.cfg)
         self.launch_info = {
+            "task_ref": r.task,  # how the workers find the task again (name or module:Class)
             "workers": r.workers,
             "backend_requested": r.backend,
             "threads_per_worker": self.threads,
