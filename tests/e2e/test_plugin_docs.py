@@ -111,8 +111,10 @@ def test_doc_example_check_config_rejects_before_start(plugin_path: Path, tmp_pa
     assert "set algorithm.wire_dtype=float16 or bfloat16" in proc.stderr
     # a key of another scheme is refused, naming whose option it is
     proc = subprocess.run(
-        [sys.executable, "-m", "mlbench.cli.main", "run", "epsilon-logreg"]
-        + ["--algorithm", "fp16-allreduce", "--set", "algorithm.mode=weights"],
+        [
+            *(sys.executable, "-m", "mlbench.cli.main", "run", "epsilon-logreg"),
+            *("--algorithm", "fp16-allreduce", "--set", "algorithm.mode=weights"),
+        ],
         env=env,
         capture_output=True,
         text=True,
