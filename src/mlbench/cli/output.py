@@ -141,7 +141,8 @@ def print_summary(result: dict[str, Any], run_dir: Path, console: Console | None
     table.add_row("stop reason", str(s.get("stop_reason") or "—"))
     table.add_row("steps / epochs", f"{s.get('steps')} / {(s.get('epochs') or 0):.2f}")
     if s.get("throughput"):
-        table.add_row("throughput", f"{s['throughput']:.1f} samples/s (all ranks)")
+        unit = s.get("throughput_unit", "samples/s")
+        table.add_row("throughput", f"{s['throughput']:.1f} {unit} (all ranks)")
     metrics = s.get("final_metrics") or {}
     if metrics:
         table.add_row(

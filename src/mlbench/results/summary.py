@@ -48,6 +48,9 @@ def aggregate_ranks(ranks: list[dict[str, Any]]) -> dict[str, Any]:
         "train_time": train_time,
         "wall_time": max(r.get("wall_time", 0.0) for r in ranks),
         "throughput": samples / train_time if train_time > 0 else None,
+        # the task's unit (images, samples, tokens): throughput is units per second
+        "unit": slowest.get("unit", "samples"),
+        "throughput_unit": f"{slowest.get('unit', 'samples')}/s",
         "phases_slowest": slowest.get("phases", {}),
         "goal_reached": reached,
         "time_to_target": _max_or_none([r.get("time_to_target") for r in ranks])

@@ -284,7 +284,7 @@ export async function mount(root, { params, signal }) {
               h("td", { class: ok ? "yes" : ok === false ? "no" : "muted" }, ok ? "yes" : ok === false ? "no" : DASH),
               h("td", { class: "num", dataset: { col: "ttt" } }, ok ? fmtSeconds(s.time_to_target) : DASH),
               h("td", { class: "num" }, ok ? fmtSeconds(s.wall_time_to_target) : DASH),
-              h("td", { class: "num" }, s.throughput ? `${fmtNumber(s.throughput)} /s` : DASH),
+              h("td", { class: "num" }, s.throughput ? `${fmtNumber(s.throughput)} ${s.throughput_unit || "/s"}` : DASH),
               h("td", { class: "num" }, ok ? fmtBytes(s.bytes_to_target) : DASH),
               h("td", { class: "num", dataset: { col: "speedup" } }, pt ? `${pt.speedup.toFixed(2)}×` : DASH),
               h("td", { class: "num", dataset: { col: "efficiency" } }, pt ? `${(pt.efficiency * 100).toFixed(0)} %` : DASH),

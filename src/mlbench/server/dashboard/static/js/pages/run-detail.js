@@ -305,7 +305,7 @@ class RunDetail {
       card("ttt", "Time to target", reached ? fmtSeconds(s.time_to_target) : DASH, crossed ? "once the run ends" : "train time, slowest rank"),
       card("wttt", "Wall time to target", reached ? fmtSeconds(s.wall_time_to_target) : DASH, "incl. evaluations"),
       card("train-time", "Train time", fmtSeconds(s.train_time), `wall ${fmtSeconds(s.wall_time)}`),
-      card("throughput", "Throughput", s.throughput ? `${fmtNumber(s.throughput)} /s` : DASH, "samples, all ranks"),
+      card("throughput", "Throughput", s.throughput ? `${fmtNumber(s.throughput)} ${s.throughput_unit || "/s"}` : DASH, `${s.unit || "samples"}, all ranks`),
       card("bytes", "Bytes sent", fmtBytes(s.bytes_sent), s.bytes_to_target ? `${fmtBytes(s.bytes_to_target)} to target` : "all ranks"),
       card("final", metric ? `Final ${metric}` : "Final metric", fmtNumber(finalMetric, 4), s.stop_reason ? `stopped: ${s.stop_reason}` : null),
       card("duration", "Duration", h("span", { dataset: { testid: "duration" } }, fmtSeconds(runDuration(r))), s.steps ? `${s.steps} steps · ${fmtNumber(s.epochs)} epoch${s.epochs === 1 ? "" : "s"}` : null),
