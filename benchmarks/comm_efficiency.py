@@ -34,7 +34,7 @@ def _measure(ctx: Any, calls: int, bucket_mb: float) -> dict[str, Any]:
     from mlbench.runs import resolve_config
 
     task, cfg = resolve_config("cifar10-resnet20", overrides=[f"algorithm.bucket_mb={bucket_mb}"])
-    model = task.build_model(cfg)
+    model = task.build_model(cfg, {"classes": 10})
     algo = get_algorithm("allreduce")(cfg.algorithm, ctx)
     model = algo.wrap(model)
     algo.setup(model)

@@ -38,8 +38,9 @@ def main() -> int:
     task, cfg = resolve_config("cifar10-resnet20", overrides=[f"data.dir={args.data_dir}"])
     task.prepare_data(cfg)
     ctx = DistContext(0, 2, 0, "gloo", torch.device("cpu"))  # rank 0's shard of a 2-worker run
-    train_data, _ = task.build_data(cfg, ctx)
-    model = task.build_model(cfg)
+    data = task.build_data(cfg, ctx)
+    train_data = data.train
+    model = task.build_model(cfg, data.facts)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     batches = 20 if args.quick else 100
     steps = 3 if args.quick else 15

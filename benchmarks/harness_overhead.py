@@ -65,6 +65,7 @@ def mlbench_loop(
     ``in_steps`` collects its train_time per step too (the steps alone, as the loop reports)."""
     import dataclasses
 
+    from mlbench.registry import get_algorithm
     from mlbench.telemetry.events import EventWriter
     from mlbench.train.loop import train
 
@@ -73,7 +74,7 @@ def mlbench_loop(
     events = EventWriter(run_dir / "rank-0.jsonl", "bench", 0)
     try:  # the loop's progress lines go to the rank's stdout file, as in a real run
         with open(run_dir / "rank-0.stdout", "w") as out, contextlib.redirect_stdout(out):
-            summary = train(task, run_cfg, ctx, events, run_dir)
+            summary = train(task, run_cfg, ctx, events, run_dir, get_algorithm(cfg.algorithm.name))
     finally:
         events.close()
     assert summary.steps == steps, summary.stop_reason
@@ -91,8 +92,9 @@ def bare_loop(task: Any, cfg: Any, ctx: Any, steps: int) -> float:
     from mlbench.train.loop import seed_everything
 
     seed_everything(cfg.seed)
-    train_data, _ = task.build_data(cfg, ctx)
-    model = task.build_model(cfg).to(ctx.device)
+    data = task.build_data(cfg, ctx)
+    train_data = data.train
+    model = task.build_model(cfg, data.facts).to(ctx.device)
     opt = task.build_optimizer(cfg, model, 1)
     model.train()
     done = 0

@@ -37,8 +37,9 @@ def _bare_rank(ctx: Any, data_dir: str, steps: int) -> float:
 
     task, cfg = resolve_config("cifar10-resnet20", overrides=[f"data.dir={data_dir}"])
     torch.manual_seed(cfg.seed)
-    train_data, _ = task.build_data(cfg, ctx)
-    model = DistributedDataParallel(task.build_model(cfg))
+    data = task.build_data(cfg, ctx)
+    train_data = data.train
+    model = DistributedDataParallel(task.build_model(cfg, data.facts))
     opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
