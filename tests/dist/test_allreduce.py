@@ -7,8 +7,7 @@ import torch
 
 from mlbench.algorithms.allreduce import AllReduce, make_buckets
 from mlbench.dist import DistContext
-from mlbench.testing import scheme_config
-from mlbench.testing import run_ranks
+from mlbench.testing import run_ranks, scheme_config
 
 STEPS = 3
 

@@ -19,8 +19,7 @@ from mlbench.algorithms.gossip import Gossip
 from mlbench.algorithms.topology import spectral_gap
 from mlbench.dist import DistContext
 from mlbench.errors import ConfigError
-from mlbench.testing import scheme_config
-from mlbench.testing import run_ranks
+from mlbench.testing import run_ranks, scheme_config
 
 # Path graph 0-1-2-3 with Metropolis–Hastings weights: irregular degrees (1, 2, 2, 1).
 PATH4 = [

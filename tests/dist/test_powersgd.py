@@ -13,8 +13,7 @@ from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as torch_p
 from mlbench.algorithms.powersgd import PowerSGD, compressed_order, orthogonalize
 from mlbench.dist import DistContext
 from mlbench.errors import ConfigError
-from mlbench.testing import scheme_config
-from mlbench.testing import run_ranks
+from mlbench.testing import run_ranks, scheme_config
 
 PER_RANK = 4
 

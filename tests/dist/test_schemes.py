@@ -9,8 +9,7 @@ import torch
 
 from mlbench.dist import DistContext
 from mlbench.registry import get_algorithm
-from mlbench.testing import scheme_config
-from mlbench.testing import run_ranks
+from mlbench.testing import run_ranks, scheme_config
 
 STEPS = 4
 PER_RANK = 4
@@ -137,7 +136,7 @@ def test_local_sgd() -> None:
 
 
 def _powersgd_hook(ctx: DistContext) -> dict[str, Any]:
-    return _train(ctx, "ddp", {"ddp_hook": "powersgd", "rank": 1, "start_iter": 2}, "sgd")
+    return _train(ctx, "ddp", {"ddp_hook": "powersgd", "matrix_rank": 1, "start_iter": 2}, "sgd")
 
 
 @pytest.mark.world_size(2)

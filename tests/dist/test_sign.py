@@ -17,8 +17,7 @@ from mlbench.algorithms.flat import flatten_grads, write_grads
 from mlbench.algorithms.sign import SignSGD, pack_signs, signs, unpack_signs
 from mlbench.dist import DistContext
 from mlbench.errors import ConfigError
-from mlbench.testing import scheme_config
-from mlbench.testing import run_ranks
+from mlbench.testing import run_ranks, scheme_config
 
 D = 22  # parameters of _model(): not a multiple of 8 → 3 bytes of bits
 NBYTES = 3

@@ -17,8 +17,7 @@ from mlbench.algorithms.flat import flatten_grads, write_grads
 from mlbench.algorithms.sparse import RandomK, TopK, derive_seed, num_selected
 from mlbench.dist import DistContext
 from mlbench.errors import ConfigError
-from mlbench.testing import scheme_config
-from mlbench.testing import run_ranks
+from mlbench.testing import run_ranks, scheme_config
 
 D = 22  # parameters of _model(): not a multiple of 8, several tensors
 STEPS = 2
