@@ -40,13 +40,35 @@ def _load(target: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
-def task_names() -> list[str]:
-    """Built-in tasks, then tasks installed through the ``mlbench.tasks`` entry-point group."""
-    names = list(TASKS)
-    for ep in metadata.entry_points(group="mlbench.tasks"):
+def _names(builtins: dict[str, str], group: str) -> list[str]:
+    """Built-in names, then those installed through entry-point ``group``."""
+    names = list(builtins)
+    for ep in metadata.entry_points(group=group):
         if ep.name not in names:
             names.append(ep.name)
     return names
+
+
+def _find(name: str, builtins: dict[str, str], group: str, kind: str) -> type:
+    """The class a name stands for: built-in, entry point, or ``module:Class``."""
+    if name in builtins:
+        return _load(builtins[name])
+    eps = {ep.name: ep for ep in metadata.entry_points(group=group)}
+    if name in eps:
+        return eps[name].load()
+    if ":" in name:
+        try:
+            return _load(name)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"cannot load {kind} {name!r}: {exc}") from None
+    known = ", ".join(_names(builtins, group))
+    label = "known tasks" if kind == "task" else "known"
+    raise ConfigError(f"unknown {kind} {name!r}; {label}: {known} (or module:Class)")
+
+
+def task_names() -> list[str]:
+    """Built-in tasks, then tasks installed through the ``mlbench.tasks`` entry-point group."""
+    return _names(TASKS, "mlbench.tasks")
 
 
 def training_task_names() -> list[str]:
@@ -60,53 +82,20 @@ def get_task(name: str) -> TaskBase:
     """A task by registered name, entry point, or ``module:Class`` (a task of your own)."""
     from mlbench.tasks.base import TaskBase
 
-    if name in TASKS:
-        cls = _load(TASKS[name])
-    else:
-        eps = {ep.name: ep for ep in metadata.entry_points(group="mlbench.tasks")}
-        if name in eps:
-            cls = eps[name].load()
-        elif ":" in name:
-            try:
-                cls = _load(name)
-            except (ImportError, AttributeError) as exc:
-                raise ConfigError(f"cannot load task {name!r}: {exc}") from None
-        else:
-            raise ConfigError(
-                f"unknown task {name!r}; known tasks: {', '.join(task_names())} (or module:Class)"
-            )
+    cls = _find(name, TASKS, "mlbench.tasks", "task")
     if not (isinstance(cls, type) and issubclass(cls, TaskBase)):
         raise ConfigError(f"task {name!r} is not a subclass of mlbench's Task")
     return cls()
 
 
 def algorithm_names() -> list[str]:
-    names = list(ALGORITHMS)
-    for ep in metadata.entry_points(group="mlbench.algorithms"):
-        if ep.name not in names:
-            names.append(ep.name)
-    return names
+    return _names(ALGORITHMS, "mlbench.algorithms")
 
 
 def get_algorithm(name: str) -> type[Algorithm]:
     from mlbench.algorithms.base import Algorithm
 
-    if name in ALGORITHMS:
-        cls = _load(ALGORITHMS[name])
-    else:
-        eps = {ep.name: ep for ep in metadata.entry_points(group="mlbench.algorithms")}
-        if name in eps:
-            cls = eps[name].load()
-        elif ":" in name:
-            try:
-                cls = _load(name)
-            except (ImportError, AttributeError) as exc:
-                raise ConfigError(f"cannot load algorithm {name!r}: {exc}") from None
-        else:
-            raise ConfigError(
-                f"unknown algorithm {name!r}; known: {', '.join(algorithm_names())} "
-                "(or module:Class)"
-            )
+    cls = _find(name, ALGORITHMS, "mlbench.algorithms", "algorithm")
     if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
         raise ConfigError(f"algorithm {name!r} is not a subclass of mlbench Algorithm")
     return cls

@@ -9,7 +9,6 @@ can hold identical pixels and labels with different ``filenames`` entries and he
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import tarfile
 import urllib.request
@@ -166,11 +165,9 @@ def verify(directory: Path) -> tuple[int, int]:
 
 
 def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from mlbench.data.download import file_hash
+
+    return file_hash(path, "md5")
 
 
 def download(root: Path, url: str = URL, md5: str = TARBALL_MD5) -> Path:

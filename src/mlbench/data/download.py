@@ -48,12 +48,14 @@ class RemoteFile:
     size: int  #: bytes, for the progress bar and a cheap early check
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_hash(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in chunks (``hashlib.file_digest``)."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, algorithm).hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    return file_hash(path, "sha256")
 
 
 class _Readable(Protocol):

@@ -12,9 +12,7 @@ turned into responses by handlers that ``create_app`` installs.
 from __future__ import annotations
 
 import re
-import secrets
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -97,8 +95,8 @@ def create_runs(s: Session, req: RunRequest, data_dir: str | None = None) -> lis
 
     Nothing is stored unless every configuration of the sweep is valid; the error names the
     request field to fix (the exact override line when it can tell)."""
-    from mlbench.registry import get_algorithm, get_task, task_names
-    from mlbench.runs import resolve_config, validate_run
+    from mlbench.registry import get_algorithm, task_names
+    from mlbench.runs import new_run_id, resolve_config, validate_run
 
     if req.task not in task_names():
         raise FieldError("task", f"unknown task {req.task!r}; known: {task_names()}")
@@ -121,7 +119,7 @@ def create_runs(s: Session, req: RunRequest, data_dir: str | None = None) -> lis
             validate_run(task, cfg, k)
         except MlbenchError as exc:
             raise FieldError(_blame(req, str(exc)), str(exc)) from None
-    official = not get_task(req.task).official_differences(cfg)
+    official = not task.official_differences(cfg)
     config = to_dict(cfg)
     created = []
     stamp = _next_stamp()
@@ -130,7 +128,7 @@ def create_runs(s: Session, req: RunRequest, data_dir: str | None = None) -> lis
             stamp = _next_stamp(stamp)
             run = Run(
                 created_at=stamp,
-                id=f"{time.strftime('%Y%m%d-%H%M%S')}-{req.task}-{secrets.token_hex(3)}",
+                id=new_run_id(req.task),
                 task=req.task,
                 state=RunState.QUEUED.value,
                 workers=workers,
