@@ -122,6 +122,13 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=None, help="steps per run (default per task)")
     p.add_argument("--rounds", type=int, default=None, help="paired rounds (default per task)")
     p.add_argument("--no-record", action="store_true", help="don't append to RESULTS.md")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override for every task (repeatable), e.g. train.log_every_seconds=0",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     rows = []
@@ -129,6 +136,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.tasks.split(","):
             overrides, full, quick, rounds = TASKS[name]
+            overrides = [*overrides, *args.set]
             steps = args.steps or (quick if args.quick else full)
             repeats = 1 if args.quick else (args.rounds or rounds)
             task, cfg, ctx = _setup(name, overrides, args.data_dir, args.device)

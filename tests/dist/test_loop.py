@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,13 @@ def _train(
 ) -> dict[str, Any]:
     cfg = task.with_scheme(task.default_config(), scheme, get_algorithm(scheme).config_cls)
     cfg = apply_overrides(
-        cfg, ["train.log_every_steps=1", "train.resource_every_seconds=0", *overrides]
+        cfg,
+        [
+            "train.log_every_steps=1",
+            "train.log_every_seconds=0",
+            "train.resource_every_seconds=0",
+            *overrides,
+        ],
     )
     run_dir = out / f"run-{len(list(out.iterdir()))}"
     run_dir.mkdir()
@@ -336,3 +343,38 @@ def test_ranks_with_different_step_counts_are_stopped(two: list[dict[str, Any]])
     for r in two:
         assert r["mismatch"] is not None, "a rank went on with fewer batches than its peer"
         assert "between 2 and 3 steps" in r["mismatch"]
+
+
+class Slow(Toy):
+    """Each forward takes at least 4 ms, so log windows measured in time span several steps."""
+
+    def train_forward(self, model: torch.nn.Module, batch: Any) -> StepOut:
+        time.sleep(0.004)
+        return super().train_forward(model, batch)
+
+
+def test_windows_close_by_steps_and_time_and_rules_still_fire(tmp_path: Path) -> None:
+    """``log_every_seconds`` bounds a window from below in time; evaluation every N steps, the
+    epoch ends and max_steps fire at their step whatever the window (the loop skips the
+    between-steps rules only in stretches where none of them can fire)."""
+    ctx = DistContext(0, 1, 0, "gloo", torch.device("cpu"))
+    # 16 batches an epoch, 30 steps: the epoch ends (and evaluates) at 16, evaluations every 12
+    # steps, the final one at 30
+    overrides = ["train.max_steps=30", "train.eval_every_steps=12", "train.max_epochs=5"]
+    by_time = _train(
+        ctx, tmp_path, Slow({0: 4}, 16), "allreduce", *overrides, "train.log_every_seconds=0.02"
+    )
+    by_step = _train(ctx, tmp_path, Slow({0: 4}, 16), "allreduce", *overrides)
+    for result in (by_time, by_step):
+        s, ev = result["summary"], result["events"]
+        assert (s["steps"], s["stop_reason"]) == (30, "max_steps")
+        assert [e["step"] for e in ev if e["kind"] == "val"] == [12, 16, 24, 30]
+        assert [e["step"] for e in ev if e["name"] == "epoch_end"] == [16]
+        assert s["samples"] == 30 * 4  # every step's rows, however the windows fell
+    assert len([e for e in by_step["events"] if e["name"] == "train_time"]) == 30
+    windows = [(e["step"], e["value"]) for e in by_time["events"] if e["name"] == "train_time"]
+    assert 4 <= len(windows) < 15, windows
+    # a window closes early only at an epoch end, an evaluation or the end; elsewhere it lasted
+    # ≥ 20 ms of wall time (its steps' train time is that less a few µs of bookkeeping a step)
+    unforced = [(step, t) for step, t in windows if step not in {12, 16, 24, 30}]
+    assert unforced and all(t >= 0.019 for _, t in unforced), windows

@@ -87,6 +87,8 @@ def test_epsilon_logreg_a9a_two_workers(real_data: Path, tmp_path: Path) -> None
         "--set",
         "train.log_every_steps=5",
         "--set",
+        "train.log_every_seconds=0",
+        "--set",
         "train.stop_at_goal=false",
         "--set",
         "train.resource_every_seconds=0.2",
@@ -152,6 +154,8 @@ def test_epsilon_logreg_a9a_reaches_light_goal(real_data: Path, tmp_path: Path) 
         str(real_data),
         "--set",
         "data.dataset=a9a",
+        "--set",
+        "train.log_every_seconds=0",  # a window every 10 steps: many windows, few lines
         "--runs-dir",
         str(runs),
         "--json",

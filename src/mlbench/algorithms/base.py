@@ -42,7 +42,8 @@ class Algorithm(ABC):
     #: type-checked on load, listed by ``mlbench tasks --show`` and ``/api/algorithms``, and
     #: compared with their defaults for ``official_differences``.
     config_cls: ClassVar[type[SchemeConfig]] = SchemeConfig
-    #: True when communication overlaps backward; ``exposed_in_backward`` reports the wait.
+    #: True when communication overlaps backward; ``exposed_in_backward`` reports the wait. Read
+    #: once after ``setup`` (fixed for the run): the loop asks for the wait only when it is True.
     overlaps: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, dist_ctx: DistContext) -> None:
@@ -109,7 +110,8 @@ class Algorithm(ABC):
         return None
 
     def exposed_in_backward(self) -> float:
-        """Seconds of the last backward spent waiting on communication (overlapping schemes)."""
+        """Seconds of the last backward spent waiting on communication. Called only when
+        :attr:`overlaps` is True."""
         return 0.0
 
     def stats(self) -> dict[str, Any]:
