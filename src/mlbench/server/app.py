@@ -19,17 +19,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 from mlbench import __version__
-from mlbench.server import db
+from mlbench.server import auth, db
 from mlbench.server.deps import MasterState, SchedulerSettings
+from mlbench.server.guard import BodyLimits, Guard, SecurityHeaders
 from mlbench.server.routes import ROUTERS
+from mlbench.server.schemas import bounded_errors
 from mlbench.server.services import FieldError, RunBusy
 from mlbench.server.states import InvalidTransition
 
-__all__ = ["SchedulerSettings", "create_app"]
+__all__ = ["BodyLimits", "SchedulerSettings", "create_app"]
 
 
 def create_app(
@@ -38,10 +41,12 @@ def create_app(
     *,
     open_reads: bool = False,
     stream_interval: float = 0.5,
+    limits: BodyLimits | None = None,
 ) -> FastAPI:
     """The master. Writes need a bearer token; reads too unless ``open_reads``.
     ``scheduler``: run queued runs on this machine (None: only record them).
-    ``stream_interval``: how often a live stream looks for new events and log lines."""
+    ``stream_interval``: how often a live stream looks for new events and log lines.
+    ``limits``: request body size limits per endpoint (docs/server.md)."""
     engine = engine or db.make_engine(db.database_url())
     db.upgrade(engine)
     state = MasterState(
@@ -71,9 +76,31 @@ def create_app(
         if running is not None:
             running.stop()
 
-    app = FastAPI(title="mlbench master", version=__version__, lifespan=lifespan)
+    # no /docs or /redoc: FastAPI's pages load their scripts from a CDN, which an offline
+    # master cannot reach and a page that invites pasting a token must not run (the schema is
+    # /openapi.json; docs/server.md names offline viewers)
+    app = FastAPI(
+        title="mlbench master",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.engine = engine
     app.state.master = state
+
+    def token_valid(token: str) -> bool:
+        with state.sessions() as s:
+            return auth.lookup(s, token) is not None
+
+    app.add_middleware(Guard, limits=limits or BodyLimits(), token_valid=token_valid)
+    app.add_middleware(SecurityHeaders)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes every offending input whole; this one is bounded
+        errors = [dict(e) for e in exc.errors()]
+        return JSONResponse({"detail": bounded_errors(errors)}, status_code=422)
 
     @app.exception_handler(InvalidTransition)
     async def _conflict(request: Request, exc: InvalidTransition) -> JSONResponse:
@@ -85,7 +112,8 @@ def create_app(
 
     @app.exception_handler(FieldError)
     async def _field(request: Request, exc: FieldError) -> JSONResponse:
-        return JSONResponse({"detail": [{"loc": exc.loc, "msg": exc.message}]}, status_code=422)
+        detail = [{"type": "value_error", "loc": exc.loc, "msg": exc.message}]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     for router in ROUTERS:
         app.include_router(router)

@@ -102,16 +102,44 @@ def inline_schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
     return sub(schema)
 
 
+MAX_ERRORS = 20  # a 422 lists at most this many problems (and says how many there were)
+MAX_ECHO = 80  # characters of an offending input a 422 repeats back
+
+
+def bounded_errors(errors: list[dict[str, Any]], total: int | None = None) -> list[dict[str, Any]]:
+    """Validation errors as a 422 may send them: at most :data:`MAX_ERRORS`, each input echoed
+    only when it is a short scalar. pydantic puts the whole offending input in every error; a
+    probe's 1,000,000-event body came back as a 30 MB 422, so nothing unbounded is repeated."""
+    out = []
+    for e in errors[:MAX_ERRORS]:
+        err = {k: v for k, v in e.items() if k not in ("input", "ctx", "url")}
+        value = e.get("input")
+        if isinstance(value, float) and not math.isfinite(value):
+            err["input"] = str(value)  # JSON cannot hold NaN/inf
+        elif isinstance(value, bool | int | float) or value is None:
+            err["input"] = value
+        elif isinstance(value, str):
+            err["input"] = value if len(value) <= MAX_ECHO else value[:MAX_ECHO] + "…"
+        ctx = e.get("ctx")
+        if isinstance(ctx, dict):  # the constraint's parameters (max_length, pattern...)
+            err["ctx"] = {k: v for k, v in ctx.items() if isinstance(v, str | int | float)}
+        out.append(err)
+    total = len(errors) if total is None else total
+    if total > len(out):
+        out.append(
+            {
+                "type": "too_many_errors",
+                "loc": ["body"],
+                "msg": f"{total - len(out)} more error(s) not listed",
+            }
+        )
+    return out
+
+
 def body_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    """pydantic's errors located in the body, as FastAPI reports them; a NaN/inf input is echoed
-    as text (the JSON response could not hold it)."""
-    errors = []
-    for e in exc.errors(include_url=False):
-        err: dict[str, Any] = {**e, "loc": ("body", *e["loc"])}
-        if isinstance(err.get("input"), float) and not math.isfinite(err["input"]):
-            err["input"] = str(err["input"])
-        errors.append(err)
-    return errors
+    """pydantic's errors located in the body, as FastAPI reports them, bounded."""
+    errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+    return bounded_errors(errors, exc.error_count())
 
 
 # ---------------------------------------------------------------------------- responses

@@ -27,11 +27,12 @@ from mlbench.server.states import TERMINAL_STATES, RunState, transition
 
 
 class FieldError(MlbenchError):
-    """A request field is wrong: a 422 with FastAPI's error shape, located in the body."""
+    """A request field is wrong: a 422 with FastAPI's error shape, located in the body (or
+    ``where``: "query", "header")."""
 
-    def __init__(self, field: str | list[str | int], message: str) -> None:
+    def __init__(self, field: str | list[str | int], message: str, where: str = "body") -> None:
         super().__init__(message)
-        self.loc: list[str | int] = ["body", *(field if isinstance(field, list) else [field])]
+        self.loc: list[str | int] = [where, *(field if isinstance(field, list) else [field])]
         self.message = message
 
 

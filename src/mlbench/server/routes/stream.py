@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from mlbench.server.deps import Reader, RunId, SessionDep, State, get_run
 from mlbench.server.schemas import event_json, run_json
+from mlbench.server.services import FieldError
 from mlbench.server.stream import Cursor, CursorError, RunStream
 from mlbench.vocab import EVENT_KINDS
 
@@ -35,9 +36,7 @@ def stream_source(
     run = get_run(s, run_id)
     for k in kind or []:
         if k not in EVENT_KINDS:
-            raise HTTPException(
-                422, detail=[{"loc": ["query", "kind"], "msg": f"unknown kind {k!r}"}]
-            )
+            raise FieldError("kind", f"unknown kind {k[:64]!r}", where="query")
     position = last_event_id or cursor  # a reconnecting EventSource sends the header
     try:
         if position:
@@ -47,8 +46,8 @@ def stream_source(
         else:
             start = Cursor.start(run.workers)
     except CursorError as exc:
-        field = ["header", "last-event-id"] if last_event_id else ["query", "cursor"]
-        raise HTTPException(422, detail=[{"loc": field, "msg": str(exc)}]) from None
+        where, field = ("header", "last-event-id") if last_event_id else ("query", "cursor")
+        raise FieldError(field, str(exc), where=where) from None
     return RunStream(
         state.sessions,
         run_id,

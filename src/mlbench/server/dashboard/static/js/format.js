@@ -13,6 +13,7 @@ export function h(tag, attrs = {}, ...children) {
     if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
     else if (k === "dataset") Object.assign(el.dataset, v);
     else if (k === "class") el.className = v;
+    else if (k === "style") el.style.cssText = v; // CSSOM: allowed by the CSP, an attribute is not
     else if (k === "value" || k === "checked" || k === "selected") el[k] = v;
     else el.setAttribute(k, v === true ? "" : String(v));
   }
