@@ -33,17 +33,48 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=os.environ.get("MLBENCH_OPEN_READS", "") in ("1", "true", "yes"),
         help="let anyone read runs, events and tasks without a token ($MLBENCH_OPEN_READS=1)",
     )
+    limits = p.add_argument_group(
+        "request limits",
+        "the largest request body each endpoint reads; anything larger is answered 413 before "
+        "it is read (docs/server.md)",
+    )
+    limits.add_argument(
+        "--max-events-mb",
+        type=float,
+        default=8.0,
+        help="an event batch (POST /api/runs/ID/events; 10,000 events fit in ~3 MB; default 8)",
+    )
+    limits.add_argument(
+        "--max-import-mb",
+        type=float,
+        default=16.0,
+        help="an imported result.json (POST /api/runs/import; default 16)",
+    )
+    limits.add_argument(
+        "--max-body-mb", type=float, default=1.0, help="any other request body (default 1)"
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=5.0,
+        help="on SIGTERM/Ctrl-C, seconds to let open requests finish before they are cut "
+        "(live streams end at once; default 5)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
+    import sys
     from pathlib import Path
+    from types import FrameType
 
     import uvicorn
 
     from mlbench.runs import default_runs_dir
     from mlbench.server.app import SchedulerSettings, create_app
     from mlbench.server.db import database_url, make_engine
+    from mlbench.server.guard import MIB, BodyLimits
 
     url = database_url()
     settings = None
@@ -54,7 +85,34 @@ def run(args: argparse.Namespace) -> int:
             capacity_workers=args.capacity_workers or os.cpu_count() or 1,
             data_dir=str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None,
         )
-    app = create_app(make_engine(url), settings, open_reads=args.open_reads)
+    for flag in ("max_events_mb", "max_import_mb", "max_body_mb", "shutdown_timeout"):
+        if not getattr(args, flag) > 0:
+            print(f"mlbench: error: --{flag.replace('_', '-')} must be > 0", file=sys.stderr)
+            return 2
+    limits = BodyLimits(
+        events=int(args.max_events_mb * MIB),
+        imports=int(args.max_import_mb * MIB),
+        other=int(args.max_body_mb * MIB),
+    )
+    app = create_app(make_engine(url), settings, open_reads=args.open_reads, limits=limits)
     print(f"mlbench master on http://{args.host}:{args.port} (database: {url.split('@')[-1]})")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        timeout_graceful_shutdown=math.ceil(args.shutdown_timeout),
+    )
+    stopping = app.state.master.stopping
+
+    class Server(uvicorn.Server):
+        """Tells the app's live streams to end as soon as shutdown begins: uvicorn waits for
+        open responses before it exits, and a stream of a queued run never ends by itself (a
+        probe's master was still alive 45 s after SIGTERM)."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            stopping.set()
+            super().handle_exit(sig, frame)
+
+    Server(config).run()
     return 0

@@ -10,8 +10,9 @@ in one process (tests) never share state.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -46,6 +47,10 @@ class MasterState:
     scheduler: SchedulerSettings | None
     open_reads: bool
     stream_interval: float  # how often a live stream looks for new events and log lines
+    # set when the server begins to shut down (SIGTERM): live streams end at their next poll,
+    # so the server's graceful shutdown, which waits for open responses, is not held open by
+    # streams that would never end by themselves (a queued run's stream)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 def master_state(request: Request) -> MasterState:

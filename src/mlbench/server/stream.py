@@ -14,6 +14,7 @@ entry per rank (``-1`` = nothing seen yet; byte offsets for stdout/stderr).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,11 +166,15 @@ class RunStream:
                         more = more or offsets[rank] - start == MAX_LOG_BYTES
         return run_json, out, more
 
-    async def messages(self, interval: float) -> AsyncIterator[tuple[str, Any, str]]:
+    async def messages(
+        self, interval: float, stopping: threading.Event | None = None
+    ) -> AsyncIterator[tuple[str, Any, str]]:
         """State first, then whatever is new every ``interval`` seconds; once the run has ended
-        and everything it produced was sent, an ``end`` message, and the stream closes."""
+        and everything it produced was sent, an ``end`` message, and the stream closes. When
+        ``stopping`` is set (the master shuts down) the stream closes without ``end``: a client
+        reconnects with its last id and misses nothing."""
         last_state = None
-        while True:
+        while stopping is None or not stopping.is_set():
             before = str(self.cursor)
             run, msgs, more = await anyio.to_thread.run_sync(self.poll, False)
             if run is None:

@@ -70,5 +70,5 @@ async def stream(
     ``end`` once the run has ended and everything it produced was sent. Each message's id is a
     cursor; reconnecting with it as ``Last-Event-ID`` (browsers do) or ``?cursor=`` resumes
     without gaps or repeats."""
-    async for name, data, position in source.messages(state.stream_interval):
+    async for name, data, position in source.messages(state.stream_interval, state.stopping):
         yield ServerSentEvent(event=name, data=data, id=position)
