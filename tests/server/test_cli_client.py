@@ -120,3 +120,9 @@ def test_token_create_list_revoke(master: Master) -> None:
     assert httpx.get(f"{master.url}/api/runs", headers=auth).status_code == 401
     assert httpx.get(f"{master.url}/api/runs", headers=master.headers).status_code == 200
     assert "ci-bot" not in mlbench("token", "list", home=home).stdout
+    # ids are never reused: the next token does not take the revoked one's id, so a revoke
+    # typed from the old listing cannot hit it (SQLite handed out max(id) + 1 before 0005)
+    assert mlbench("token", "create", "--name", "next", home=home).returncode == 0
+    rows = json.loads(mlbench("token", "list", "--json", home=home).stdout)
+    assert [r["name"] for r in rows] == ["admin", "next"] and rows[1]["id"] > bot
+    assert mlbench("token", "revoke", str(bot), home=home).returncode == 2

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import psutil
+from sqlalchemy import create_engine, text
 
 from mlbench.telemetry.events import read_events
 
@@ -44,6 +45,14 @@ def _stored_equal_files(m: Master, run_id: str, world: int) -> None:
     assert expected and m.stored(run_id) == expected
 
 
+def _token_scopes(m: Master) -> list[str]:
+    engine = create_engine(f"sqlite:///{m.home / 'mlbench.db'}")
+    with engine.connect() as conn:
+        scopes = [row[0] for row in conn.execute(text("SELECT scope FROM tokens ORDER BY id"))]
+    engine.dispose()
+    return scopes
+
+
 def test_runs_execute_fifo_within_capacity(scheduling_master: Master) -> None:
     m = scheduling_master
     first, second = _submit(m, workers=2, goal="light", overrides=A9A, repeats=2)
@@ -56,6 +65,8 @@ def test_runs_execute_fifo_within_capacity(scheduling_master: Master) -> None:
     assert done1["result"]["goal"]["reached"] is True
     assert done1["result"]["summary"]["final_metrics"]["accuracy"] >= 80.0
     _stored_equal_files(m, first["id"], 2)
+    # the runs' upload tokens were revoked when they ended (only the admin token is left)
+    assert _token_scopes(m) == ["admin"]
     failed = _wait(m, too_big["id"], {"failed"})
     assert failed["reason"] == "needs 3 workers; capacity is 2"
 

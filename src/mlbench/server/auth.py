@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from mlbench.server.models import Token
@@ -39,3 +39,9 @@ def lookup(s: Session, token: str) -> Token | None:
     if found is not None and hmac.compare_digest(found.token_hash, digest):
         return found
     return None
+
+
+def revoke_upload_tokens(s: Session, run_id: str) -> None:
+    """Delete a run's upload tokens: called when the run ends (the ingest route also refuses
+    them for an ended run, so a token whose deletion was missed is useless too)."""
+    s.execute(delete(Token).where(Token.run_id == run_id, Token.scope == "upload"))

@@ -92,6 +92,9 @@ class Token(Base):
     Only the SHA-256 of the token is stored; the token itself is shown once, at creation."""
 
     __tablename__ = "tokens"
+    # ids are never reused, so a revoke by id from an old listing cannot hit a newer token
+    # (SQLite: AUTOINCREMENT, migration 0005; PostgreSQL's sequences never reuse)
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 (SQLAlchemy reads it)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128))

@@ -20,10 +20,10 @@ import threading
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from mlbench.errors import MlbenchError
-from mlbench.server.auth import create_token
+from mlbench.server.auth import create_token, revoke_upload_tokens
 from mlbench.server.executor import Executor
 from mlbench.server.models import Run
 from mlbench.server.services import run_config
@@ -85,6 +85,9 @@ class Scheduler:
             transition(run, RunState.FAILED, default_reason)
         run.finished_at = run.finished_at or datetime.now(UTC)
         run.active = False
+        session = object_session(run)
+        assert session is not None, "a run being finished belongs to a session"
+        revoke_upload_tokens(session, run.id)  # its launcher has exited: nothing left to send
 
     def reconcile(self) -> None:
         with self.sessions() as s:
