@@ -8,10 +8,13 @@ declare a 1 GB body, send none of it, and see whether the master answers or wait
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import time
+import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -150,3 +153,51 @@ def test_security_headers_and_no_cdn_pages(client: TestClient) -> None:
         assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_a_request_never_makes_the_master_import_code(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: ``algorithm="spy:Scheme"`` was imported inside the master, then rejected."""
+    marker = tmp_path / "imported"
+    (tmp_path / "spy_scheme.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\nclass Scheme: ...\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    resp = client.post(
+        "/api/runs", json={"task": "epsilon-logreg", "algorithm": "spy_scheme:Scheme"}
+    )
+    assert resp.status_code == 422 and "entry point" in resp.text
+    assert not marker.exists()
+
+
+def test_a_request_never_makes_the_master_read_a_file(client: TestClient, tmp_path: Path) -> None:
+    """Before: a gossip mixing matrix given as a path was read on the master at submission."""
+    matrix = tmp_path / "matrix.json"
+    matrix.write_text("[[0.5, 0.5], [0.5, 0.5]]")
+    body = {"task": "epsilon-logreg", "algorithm": "gossip", "workers": 2}
+    overrides = ["algorithm.topology=custom", f"algorithm.mixing_matrix={matrix}"]
+    resp = client.post("/api/runs", json={**body, "overrides": overrides})
+    assert resp.status_code == 422 and resp.json()["detail"][0]["loc"] == ["body", "overrides", 1]
+    inline = ["algorithm.topology=custom", "algorithm.mixing_matrix=[[0.5,0.5],[0.5,0.5]]"]
+    assert client.post("/api/runs", json={**body, "overrides": inline}).status_code == 201
+
+
+def test_download_never_follows_a_link_out_of_the_run_directory(
+    client: TestClient, engine: Engine, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "rank-0.stdout").write_text("step 1\n")
+    secret = tmp_path / "secret.key"
+    secret.write_text("do not export")
+    (run_dir / "leak.txt").symlink_to(secret)
+    with Session(engine) as s:
+        s.add(Run(id="r1", task="t", state="finished", workers=1, backend="gloo",
+                  algorithm="allreduce", goal="full", overrides=[],
+                  executor_ref={"kind": "local", "run_dir": str(run_dir)}))  # fmt: skip
+        s.commit()
+    resp = client.get("/api/runs/r1/download")
+    assert resp.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(resp.content)).namelist()
+    assert "r1/files/rank-0.stdout" in names and "r1/files/leak.txt" not in names

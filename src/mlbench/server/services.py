@@ -91,6 +91,29 @@ def _next_stamp(after: datetime | None = None) -> datetime:
         return _last_stamp
 
 
+def _refuse_what_reaches_the_master(req: RunRequest) -> None:
+    """What a run request may not make the *master* do, whoever sends it: import code named in
+    the request (``module:Class`` plug-ins run where the user runs ``mlbench run``; the master
+    schedules installed schemes, entry points, only), or read a file named in it (a gossip
+    mixing matrix is inline JSON over the API: a path would be read, and its content or its
+    existence echoed in errors, on the master's machine)."""
+    if ":" in req.algorithm:
+        raise FieldError(
+            "algorithm",
+            f"{req.algorithm!r} names a module: the master does not import code named in a "
+            "request. Install the scheme as an `mlbench.algorithms` entry point on the "
+            "master, or run it with `mlbench run` (docs/adding-an-algorithm.md)",
+        )
+    for i, line in enumerate(req.overrides):
+        key, _, value = line.partition("=")
+        if key.strip() == "algorithm.mixing_matrix" and not value.strip().startswith(("[", "{")):
+            raise FieldError(
+                ["overrides", i],
+                "over the API a mixing matrix is inline JSON rows, e.g. "
+                "[[0.5,0.5],[0.5,0.5]]; the master does not read files named in a request",
+            )
+
+
 def create_runs(s: Session, req: RunRequest, data_dir: str | None = None) -> list[Run]:
     """Check the request completely, then queue one run per (worker count, repeat) and commit.
 
@@ -101,6 +124,7 @@ def create_runs(s: Session, req: RunRequest, data_dir: str | None = None) -> lis
 
     if req.task not in task_names():
         raise FieldError("task", f"unknown task {req.task!r}; known: {task_names()}")
+    _refuse_what_reaches_the_master(req)
     try:
         get_algorithm(req.algorithm)
     except MlbenchError as exc:

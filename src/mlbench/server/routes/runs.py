@@ -128,7 +128,10 @@ def download(run_id: RunId, s: SessionDep) -> Response:
         run_dir = run_files(run.executor_ref)
         if run_dir is not None and run_dir.is_dir():
             for f in sorted(run_dir.iterdir()):
-                if f.is_file():
+                # regular files only, never through a link: a symlink placed in a run
+                # directory (by a plug-in, a user on the machine) must not export what it
+                # points at, e.g. the master's database or keys
+                if f.is_file() and not f.is_symlink():
                     zf.write(f, f"{run_id}/files/{f.name}")
     return Response(
         buf.getvalue(),
