@@ -1,4 +1,5 @@
-"""Fuzzing the served OpenAPI schema (schemathesis): nothing a client sends causes a 5xx.
+"""Fuzzing the served OpenAPI schema (schemathesis): nothing a client sends causes a 5xx, and
+every response — status code, content type, body — is one the schema declares.
 
 Every operation gets generated requests, both valid by the schema (positive) and invalid
 (negative), with an admin token so they reach the handlers rather than stopping at 401. It runs
@@ -16,7 +17,12 @@ import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 
@@ -113,6 +119,14 @@ def test_no_request_causes_a_server_error(
     # half the cases aim at an existing run (decided by the generated id, so it reproduces)
     if "run_id" in params and hash(str(params["run_id"])) % 2 == 0:
         params["run_id"] = SEEDED
+    # not only "no 5xx": every status, content type and body is the one the schema declares
     case.call_and_validate(
-        app=app, headers={"Authorization": f"Bearer {token}"}, checks=[not_a_server_error]
+        app=app,
+        headers={"Authorization": f"Bearer {token}"},
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
     )

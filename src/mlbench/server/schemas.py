@@ -145,6 +145,39 @@ def body_errors(exc: ValidationError) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------- responses
 
 
+class ErrorOut(BaseModel):
+    """Every error but a 422: one line saying what is wrong."""
+
+    detail: str
+
+
+_ERROR_MEANING = {
+    400: "the body is not JSON at all",
+    401: "no bearer token, or an unknown one",
+    403: "the token's scope does not allow this (an upload token, another run's, an ended run's)",
+    404: "no such run (or no such file of it)",
+    409: "the run's state forbids this (e.g. it is running, or has ended)",
+    413: "the request body is larger than this endpoint's limit, or the batch has too many events",
+}
+
+
+def errors(*codes: int, json_beside: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The error responses a route declares in the OpenAPI schema (``responses=``), so the
+    schema describes what the server does: the fuzz test checks every response against it.
+    ``json_beside``: the route's own responses are not JSON (a stream), its errors still are —
+    FastAPI would file a ``model`` under the route's media type, so the schema is spelled out."""
+    if json_beside:
+        ref = {"$ref": "#/components/schemas/ErrorOut"}
+        return {
+            code: {
+                "description": _ERROR_MEANING[code],
+                "content": {"application/json": {"schema": ref}},
+            }
+            for code in codes
+        }
+    return {code: {"model": ErrorOut, "description": _ERROR_MEANING[code]} for code in codes}
+
+
 class RunOut(BaseModel):
     """A run as every endpoint returns it (and the stream's ``state`` message carries it)."""
 

@@ -23,6 +23,7 @@ from mlbench.server.schemas import (
     PhasesOut,
     SeriesOut,
     body_errors,
+    errors,
     inline_schema,
 )
 from mlbench.server.services import FieldError
@@ -79,6 +80,7 @@ def _parse_batch(body: bytes) -> list[Any]:
 
 @router.post(
     "/events",
+    responses=errors(401, 403, 404, 413),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -124,7 +126,7 @@ def ingest(
     return IngestOut(received=len(rows), inserted=inserted)
 
 
-@router.get("/metrics", dependencies=[Reader])
+@router.get("/metrics", dependencies=[Reader], responses=errors(401, 403, 404))
 def metrics(run_id: RunId, s: SessionDep) -> MetricsOut:
     """Which (kind, name) series the run has, with their unit and event count."""
     get_run(s, run_id)
@@ -147,7 +149,7 @@ def metrics(run_id: RunId, s: SessionDep) -> MetricsOut:
     return MetricsOut.model_validate({"metrics": out})
 
 
-@router.get("/phases", dependencies=[Reader])
+@router.get("/phases", dependencies=[Reader], responses=errors(401, 403, 404))
 def phases(
     run_id: RunId,
     s: SessionDep,
@@ -174,7 +176,9 @@ def phases(
     return PhasesOut(run_id=run_id, ranks=ranks, last_step=steps)
 
 
-@router.get("/series", dependencies=[Reader], response_model=SeriesOut)
+@router.get(
+    "/series", dependencies=[Reader], response_model=SeriesOut, responses=errors(401, 403, 404)
+)
 def series(
     run_id: RunId,
     s: SessionDep,

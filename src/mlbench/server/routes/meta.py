@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from mlbench import __version__
 from mlbench.server.deps import Reader, State
-from mlbench.server.schemas import HealthOut, SettingsOut, VocabOut, vocabulary
+from mlbench.server.schemas import HealthOut, SettingsOut, VocabOut, errors, vocabulary
 from mlbench.vocab import Backend
 
 router = APIRouter(prefix="/api", tags=["meta"])
@@ -24,7 +24,7 @@ def health(state: State) -> HealthOut:
     return HealthOut(status="ok", version=__version__, database=state.engine.dialect.name)
 
 
-@router.get("/tasks", dependencies=[Reader])
+@router.get("/tasks", dependencies=[Reader], responses=errors(401, 403))
 def tasks() -> list[dict[str, Any]]:
     """Every task's spec: hyperparameters, targets, config defaults (``Task.spec()``)."""
     from mlbench.registry import task_names
@@ -33,7 +33,7 @@ def tasks() -> list[dict[str, Any]]:
     return [task_spec(name) for name in task_names()]
 
 
-@router.get("/algorithms", dependencies=[Reader])
+@router.get("/algorithms", dependencies=[Reader], responses=errors(401, 403))
 def algorithms() -> list[dict[str, Any]]:
     """Every communication scheme, with the ``algorithm.*`` options it reads."""
     from mlbench.runs import algorithm_specs
@@ -41,7 +41,7 @@ def algorithms() -> list[dict[str, Any]]:
     return algorithm_specs()
 
 
-@router.get("/settings", dependencies=[Reader])
+@router.get("/settings", dependencies=[Reader], responses=errors(401, 403))
 def settings(state: State) -> SettingsOut:
     """What this master offers a run form: worker capacity, backends, scheduling on/off."""
     sched = state.scheduler

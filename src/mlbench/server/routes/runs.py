@@ -23,6 +23,7 @@ from mlbench.server.schemas import (
     RunOut,
     RunRequest,
     RunsOut,
+    errors,
     event_json,
     run_json,
 )
@@ -32,7 +33,13 @@ from mlbench.server.stream import read_from
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
 
-@router.post("", status_code=201, dependencies=[Admin], response_model=RunsOut)
+@router.post(
+    "",
+    status_code=201,
+    dependencies=[Admin],
+    response_model=RunsOut,
+    responses=errors(400, 401, 403, 413),
+)
 def create_runs(req: RunRequest, s: SessionDep, state: State) -> dict[str, Any]:
     """Queue one run per worker count (``workers_sweep``, else ``workers``) × ``repeats``, all
     with the same resolved config; nothing is queued unless every one of them is valid."""
@@ -40,13 +47,18 @@ def create_runs(req: RunRequest, s: SessionDep, state: State) -> dict[str, Any]:
     return {"runs": [run_json(r) for r in services.create_runs(s, req, data_dir)]}
 
 
-@router.post("/import", dependencies=[Admin], response_model=RunOut)
+@router.post(
+    "/import",
+    dependencies=[Admin],
+    response_model=RunOut,
+    responses=errors(400, 401, 403, 409, 413),
+)
 def import_run(req: ImportRequest, s: SessionDep) -> dict[str, Any]:
     """Record a run that ran elsewhere (``mlbench import``); re-importing updates it."""
     return run_json(services.import_run(s, req))
 
 
-@router.get("", dependencies=[Reader], response_model=RunsOut)
+@router.get("", dependencies=[Reader], response_model=RunsOut, responses=errors(401, 403))
 def list_runs(
     s: SessionDep,
     state: RunState | None = None,
@@ -67,12 +79,19 @@ def list_runs(
     return {"runs": [run_json(r) for r in rows]}
 
 
-@router.get("/{run_id}", dependencies=[Reader], response_model=RunOut)
+@router.get(
+    "/{run_id}", dependencies=[Reader], response_model=RunOut, responses=errors(401, 403, 404)
+)
 def get_one(run_id: RunId, s: SessionDep) -> dict[str, Any]:
     return run_json(get_run(s, run_id))
 
 
-@router.post("/{run_id}/cancel", dependencies=[Admin], response_model=RunOut)
+@router.post(
+    "/{run_id}/cancel",
+    dependencies=[Admin],
+    response_model=RunOut,
+    responses=errors(401, 403, 404, 409, 413),
+)
 def cancel(run_id: RunId, s: SessionDep) -> dict[str, Any]:
     """A queued run never starts; a running one is stopped by the scheduler (409 if ended)."""
     run = get_run(s, run_id)
@@ -80,13 +99,15 @@ def cancel(run_id: RunId, s: SessionDep) -> dict[str, Any]:
     return run_json(run)
 
 
-@router.delete("/{run_id}", status_code=204, dependencies=[Admin])
+@router.delete(
+    "/{run_id}", status_code=204, dependencies=[Admin], responses=errors(401, 403, 404, 409, 413)
+)
 def delete_run(run_id: RunId, s: SessionDep) -> None:
     """The run and its events (409 while it may still be running)."""
     services.delete_run(s, get_run(s, run_id))
 
 
-@router.get("/{run_id}/logs", dependencies=[Reader])
+@router.get("/{run_id}/logs", dependencies=[Reader], responses=errors(401, 403, 404))
 def logs(
     run_id: RunId,
     s: SessionDep,
@@ -107,7 +128,10 @@ def logs(
     "/{run_id}/download",
     dependencies=[Reader],
     response_class=Response,
-    responses={200: {"content": {"application/zip": {}}, "description": "a zip archive"}},
+    responses={
+        200: {"content": {"application/zip": {}}, "description": "a zip archive"},
+        **errors(401, 403, 404),
+    },
 )
 def download(run_id: RunId, s: SessionDep) -> Response:
     """Everything the run produced, as a zip: result.json, the config, per-rank events (from

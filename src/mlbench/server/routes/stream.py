@@ -9,12 +9,16 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from mlbench.server.deps import Reader, RunId, SessionDep, State, get_run
-from mlbench.server.schemas import event_json, run_json
+from mlbench.server.schemas import errors, event_json, run_json
 from mlbench.server.services import FieldError
 from mlbench.server.stream import Cursor, CursorError, RunStream
 from mlbench.vocab import EVENT_KINDS
 
 router = APIRouter(prefix="/api/runs/{run_id}", tags=["stream"])
+#: A cursor is three numbers per rank; 8,192 characters hold ~300 ranks' worth. The HTTP layer
+#: (h11) refuses a request line or headers past 16 KiB anyway, so a longer limit here would
+#: promise what the server cannot receive; a stream of a larger run resumes from the start.
+MAX_CURSOR = 8192
 
 
 def stream_source(
@@ -27,8 +31,8 @@ def stream_source(
     logs: bool = Query(True, description="also stream stdout/stderr lines"),
     events: bool = Query(True, description="stream events (false: state and logs only)"),
     from_now: bool = Query(False, description="skip what the run produced so far"),
-    cursor: str | None = Query(None, max_length=200_000, description="resume here"),
-    last_event_id: str | None = Header(None, max_length=200_000),
+    cursor: str | None = Query(None, max_length=MAX_CURSOR, description="resume here"),
+    last_event_id: str | None = Header(None, max_length=MAX_CURSOR),
 ) -> RunStream:
     """Everything is checked here, before the response starts: a bad request is a 4xx, not a
     stream that ends at once. The session closes when this returns (the stream opens its own
@@ -60,7 +64,12 @@ def stream_source(
     )
 
 
-@router.get("/stream", response_class=EventSourceResponse, dependencies=[Reader])
+@router.get(
+    "/stream",
+    response_class=EventSourceResponse,
+    dependencies=[Reader],
+    responses=errors(401, 403, 404, json_beside=True),
+)
 async def stream(
     source: Annotated[RunStream, Depends(stream_source)],
     state: State,
