@@ -9,6 +9,9 @@ Fields carry metadata:
 * ``open`` — the field is *not* part of the closed division (paths, limits, logging). Changing a
   closed field from the task's spec makes the run ``official: false``; changing an open one doesn't.
 * ``choices`` / ``minimum`` / ``maximum`` — range checks applied on every load and override.
+  Every integer is also held to 64 bits whatever its field declares (:data:`INT_MAX`): Python
+  parses ``10**23`` happily, and torch, numpy and the master's database then fail on it inside a
+  worker, long after the request was accepted.
 * ``help`` — shown by ``mlbench tasks --show``.
 """
 
@@ -27,6 +30,16 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 from mlbench.errors import ConfigError
 
 T = TypeVar("T")
+
+#: bounds every integer field gets on top of its own: what torch, numpy and the database hold
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+#: run seeds: torch and numpy take 64 bits, but loaders derive per-rank seeds from
+#: ``seed * 1000 + rank`` and numpy's legacy seeding keeps 32 bits, so 32 bits is what is unique
+SEED_MAX = 2**32 - 1
+#: sane ceilings for counts of epochs, steps and samples (far above any benchmark's)
+EPOCHS_MAX = 1_000_000
+STEPS_MAX = 10**12
+BATCH_MAX = 10**9
 
 
 def param(
@@ -122,7 +135,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return int(value)
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # a JSON integer with hundreds of digits
+                raise ConfigError(f"{key}: {value!r} is too large for a number") from None
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -191,12 +207,22 @@ def _check_range(value: Any, f: dataclasses.Field[Any], key: str) -> None:
     for v in values:
         if not isinstance(v, int | float) or isinstance(v, bool):
             continue
-        if not math.isfinite(v):
+        if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"{key}: {v!r} is not a finite number")
-        if meta.get("minimum") is not None and v < meta["minimum"]:
-            raise ConfigError(f"{key}: {v!r} is below the minimum {meta['minimum']!r}")
-        if meta.get("maximum") is not None and v > meta["maximum"]:
-            raise ConfigError(f"{key}: {v!r} is above the maximum {meta['maximum']!r}")
+        minimum, maximum = _bounds(meta, integer=isinstance(v, int))
+        if minimum is not None and v < minimum:
+            raise ConfigError(f"{key}: {v!r} is below the minimum {minimum!r}")
+        if maximum is not None and v > maximum:
+            raise ConfigError(f"{key}: {v!r} is above the maximum {maximum!r}")
+
+
+def _bounds(meta: typing.Mapping[str, Any], *, integer: bool) -> tuple[Any, Any]:
+    """The field's declared range; integers also never leave 64 bits (:data:`INT_MAX`)."""
+    minimum, maximum = meta.get("minimum"), meta.get("maximum")
+    if integer:
+        minimum = INT_MIN if minimum is None else max(minimum, INT_MIN)
+        maximum = INT_MAX if maximum is None else min(maximum, INT_MAX)
+    return minimum, maximum
 
 
 # ---------------------------------------------------------------------------- public API

@@ -23,3 +23,12 @@ class DownloadError(DataError):
     Its own type so a caller (the CLI, a test) can tell "the internet let us down" from "the files
     on disk are corrupt"; the message always names the URL so the user can retry or fetch by hand.
     """
+
+
+class RunDirError(MlbenchError):
+    """The run directory cannot be created or written (a read-only or missing location, a path
+    through a regular file, permissions, a full disk).
+
+    Typed so the launcher says which path and which OS error before any worker starts, instead of
+    a traceback — and so the master can show that line as the run's reason.
+    """

@@ -63,6 +63,7 @@ class FakeExecutor:
         self.launched: list[tuple[str, dict[str, Any], int, str]] = []
         self.running: set[str] = set()
         self.results: dict[str, dict[str, Any]] = {}
+        self.failures: dict[str, str] = {}
         self.stopped: list[dict[str, Any]] = []
 
     def launch(
@@ -82,6 +83,9 @@ class FakeExecutor:
 
     def outcome(self, ref: dict[str, Any]) -> dict[str, Any] | None:
         return self.results.get(ref["ticket"].removeprefix("t-"))
+
+    def failure(self, ref: dict[str, Any]) -> str | None:
+        return self.failures.get(ref["ticket"].removeprefix("t-"))
 
 
 @pytest.fixture
@@ -168,3 +172,26 @@ def test_api_and_scheduler_consult_the_same_table(
     assert fake.launched == []  # checked before anything starts
     monkeypatch.undo()
     assert client.post(f"/api/runs/{b['id']}/cancel").json()["state"] == "cancelled"
+
+
+def test_a_launcher_that_failed_without_a_result_records_its_reason(
+    client: TestClient, engine: Engine
+) -> None:
+    fake = FakeExecutor()
+    sched = Scheduler(_sessions(engine), fake, capacity_workers=2)
+    [told, silent] = _submit(client, repeats=2)
+    sched.tick()
+    assert [r for r, *_ in fake.launched] == [told["id"], silent["id"]]
+    fake.running.clear()
+    fake.failures[told["id"]] = "cannot write the run directory /m/r: Not a directory"
+    sched.tick()
+    got = client.get(f"/api/runs/{told['id']}").json()
+    assert (got["state"], got["reason"]) == (
+        "failed",
+        "launcher failed: cannot write the run directory /m/r: Not a directory",
+    )
+    got = client.get(f"/api/runs/{silent['id']}").json()
+    assert (got["state"], got["reason"]) == (
+        "failed",
+        "launcher exited without writing result.json",
+    )

@@ -207,6 +207,53 @@ def test_nan_is_rejected_by_range_check(cifar_cfg):
         apply_overrides(cifar_cfg, ["optim.lr=nan"])
 
 
+@pytest.mark.parametrize(
+    ("override", "bound"),
+    [
+        ("seed=100000000000000000000000", "4294967295"),  # 10**23: the probe's value
+        ("seed=-100000000000000000000000", "-4294967295"),
+        ("train.max_epochs=1e23", "1000000"),
+        ("train.max_steps=100000000000000000000000", "1000000000000"),
+        ("data.batch_size=1e23", "1000000000"),
+    ],
+)
+def test_integer_overrides_have_upper_bounds_named_in_the_error(cifar_cfg, override, bound):
+    key = override.partition("=")[0]
+    with pytest.raises(ConfigError) as exc:
+        apply_overrides(cifar_cfg, [override])
+    msg = str(exc.value)
+    assert msg.startswith(f"{key}: ") and bound in msg, msg
+
+
+def _int_keys(cfg):
+    return [k for k, v, f in flat_items(cfg) if type(v) is int or f.type in ("int", "int | None")]
+
+
+@pytest.mark.parametrize("task", [CIFAR, EPS, "comm-backend"])
+@pytest.mark.parametrize("scheme", ["allreduce", "ddp", "powersgd", "localsgd", "gossip"])
+def test_every_integer_key_is_bounded_by_64_bits(task, scheme):
+    """Whatever a field declares, no integer past 64 bits reaches torch, numpy or the database."""
+    _, cfg = resolve_config(task, overrides=[f"algorithm.name={scheme}"])
+    keys = _int_keys(cfg)
+    assert "seed" in keys and "train.max_steps" in keys
+    for key in keys:
+        with pytest.raises(ConfigError, match=r"above the maximum|is not one of") as exc:
+            apply_overrides(cfg, [f"{key}={2**63}"])
+        assert str(exc.value).startswith(f"{key}: ")
+
+
+def test_bounds_apply_to_config_files_too(cifar_cfg):
+    with pytest.raises(ConfigError, match=r"seed: .* above the maximum 4294967295"):
+        from_dict(type(cifar_cfg), {"seed": 10**23}, base=cifar_cfg)
+    # a JSON integer too large for a float is a config error, not an OverflowError
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
+        from_dict(type(cifar_cfg), {"optim": {"lr": 10**400}}, base=cifar_cfg)
+
+
+def test_largest_seed_is_accepted(cifar_cfg):
+    assert apply_overrides(cifar_cfg, ["seed=4294967295"]).seed == 2**32 - 1
+
+
 # ---------------------------------------------------------------------------- from_dict
 
 

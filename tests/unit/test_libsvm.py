@@ -195,3 +195,153 @@ def test_count_rows_corrupt_bz2(tmp_path):
 def test_count_rows_agrees_with_load_on_comment_lines(tmp_path):
     path = _write(tmp_path / "d", "# generated\n+1 1:1\n-1 2:1\n")
     assert libsvm.count_rows(path) == len(libsvm.load(path)[1]) == 2
+
+
+# ---------------------------------------------------------------------------- scan (the preflight)
+
+
+def test_scan_counts_rows_and_finds_the_largest_index(tmp_path):
+    for path in (
+        _write(tmp_path / "p" / "d", "# header\n" + TRAIN + "\n"),
+        _write(tmp_path / "c" / "d.bz2", "# header\n" + TRAIN, compress=True),
+    ):
+        facts = libsvm.scan(path)
+        assert facts.rows == 3 == len(libsvm.load(path)[1])
+        assert (facts.max_index, facts.max_index_line) == (10, 2)
+        assert facts.n_features == 10 == libsvm.load(path)[0].shape[1]
+
+
+def test_scan_n_features_follows_the_loaders_zero_based_rule(tmp_path):
+    path = _write(tmp_path / "z", "+1 0:1 4:1\n-1 2:1\n")  # an index 0: the file is 0-based
+    assert libsvm.scan(path).n_features == 5 == libsvm.load(path)[0].shape[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ("+1 3:1 11:1\n-1 3:1 11:1 14", 2, "'14' is not index:value"),  # truncated mid-way
+        ("+1 3:1 11:1\n-1 3:1 11:", 2, "value '' is not a number"),  # truncated after ':'
+        ("+1 3:1\nthis is not libsvm\n", 2, "label 'this' is not a number"),
+        ("+1 1:1\n-1 2:1\n7 1:1\n", 3, "label 7 is not binary"),
+        ("-1 1:1\n+1 1:1\n0 1:1\n", 3, "label 0 after label -1 on line 1"),
+        ("0 1:1\n-1 2:1\n", 2, "label -1 after label 0 on line 1"),
+        ("+1 3:1 2:1\n", 1, "not sorted and unique"),
+        ("+1 3:1 3:1\n", 1, "not sorted and unique"),
+        ("+1 -3:1\n", 1, "index -3 is negative"),
+        ("+1 x:1\n", 1, "index 'x' is not an integer"),
+        ("+1 1:1:2\n", 1, "value '1:2' is not a number"),
+        ("+1 4294967296:1\n", 1, "index 4294967296 is too large"),
+        ("# c\n\n+1 1:1\n+1 1:1\x00\n", 4, "NUL byte"),
+        ("+1 qid 1:1\n", 1, "'qid' is not index:value"),
+        ("nan 1:1\n", 1, "label nan is not binary"),
+    ],
+)
+def test_scan_names_the_file_and_line_of_bad_content(tmp_path, text, line, fragment):
+    path = _write(tmp_path / "a9a", text)
+    with pytest.raises(DataError) as exc:
+        libsvm.scan(path)
+    msg = str(exc.value)
+    assert f"LIBSVM file {path}, line {line}: " in msg and fragment in msg, msg
+    assert "\n" not in msg
+
+
+LINES_BOTH_ACCEPT = [
+    "+1 qid:3 1:1",
+    "+1 qid:x 2:1",  # the loader ignores qid values
+    "1 1:1 # comment 3:x",
+    "+1",
+    "1e0 1:1",
+    "\t1\t1:1\r",
+    "1 1:1e99",
+    "1 1:nan 2:-inf",
+    "1 1_0:1",  # Python's int() reads underscores, and so does the loader's
+    "-1.0 0:1",
+]
+LINES_BOTH_REFUSE = [
+    "1 1:1:2",
+    "1 1:1 1:1",
+    "1 2:1 1:1",
+    "1 -1:1",
+    "1 :1",
+    "1 1:",
+    "1 1",
+    "1 qid 1:1",
+    "x 1:1",
+    "2 1:1",
+    "0.5 1:1",
+    "1 3000000000:1",
+]
+
+
+@pytest.mark.parametrize("line", LINES_BOTH_ACCEPT)
+def test_scan_accepts_what_the_loader_accepts(tmp_path, line):
+    path = _write(tmp_path / "d", "1 1:1\n" + line + "\n")
+    facts = libsvm.scan(path)
+    x, y = libsvm.load(path)
+    assert facts.rows == len(y) and facts.n_features == x.shape[1]
+
+
+@pytest.mark.parametrize("line", LINES_BOTH_REFUSE)
+def test_scan_refuses_what_the_loader_refuses(tmp_path, line):
+    path = _write(tmp_path / "d", "1 1:1\n" + line + "\n")
+    with pytest.raises(DataError, match="line 2: "):
+        libsvm.scan(path)
+    with pytest.raises(DataError):
+        libsvm.load(path)
+
+
+def test_scan_of_a_truncated_bz2_names_the_file(tmp_path):
+    packed = bz2.compress(TRAIN.encode() * 50)
+    path = tmp_path / "d.bz2"
+    path.write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(DataError, match="cannot be read") as exc:
+        libsvm.scan(path)
+    assert str(path) in str(exc.value)
+
+
+# ------------------------------------------------------------------------- check (features)
+
+
+def test_check_refuses_an_index_past_a_known_datasets_features(tmp_path):
+    train = _write(tmp_path / "a9a", "+1 3:1 123:1\n-1 5:1 8000:1\n")
+    test = _write(tmp_path / "a9a.t", "-1 2:1\n")
+    with pytest.raises(DataError) as exc:
+        libsvm.check("a9a", train, test)
+    msg = str(exc.value)
+    assert f"LIBSVM file {train}, line 2: " in msg
+    assert "feature index 8000" in msg and "a9a has 123 features" in msg
+
+
+def test_check_accepts_a_known_dataset_within_its_features(tmp_path):
+    train = _write(tmp_path / "a9a", "+1 3:1 123:1\n-1 5:1\n")
+    test = _write(tmp_path / "a9a.t", "-1 2:1 122:1\n")
+    train_facts, test_facts = libsvm.check("a9a", train, test)
+    assert (train_facts.rows, test_facts.rows) == (2, 1)
+
+
+def test_check_refuses_an_unknown_dataset_too_large_when_dense(tmp_path):
+    train = _write(tmp_path / "mine", "+1 3:1\n-1 5:1 8000:1\n")
+    test = _write(tmp_path / "mine.t", "-1 2:1\n")
+    with pytest.raises(DataError) as exc:
+        libsvm.check("mine", train, test, dense_limit=10_000)
+    msg = str(exc.value)
+    assert "3 rows × 8000 features" in msg and "96.0 kB" in msg and "10.0 kB" in msg
+    assert f"{train}, line 2" in msg  # where the largest index is
+    libsvm.check("mine", train, test, dense_limit=96_000)  # at the limit: fine
+
+
+def test_dense_limit_is_two_gigabytes():
+    assert libsvm.DENSE_LIMIT_BYTES == 2 * 10**9
+
+
+def test_scan_is_fast_on_a9a(real_data):
+    """The whole real a9a pair (48,842 lines) is checked in the launcher on every run."""
+    import time
+
+    train, test = libsvm.locate(real_data, "a9a")
+    start = time.perf_counter()
+    train_facts, test_facts = libsvm.check("a9a", train, test)
+    elapsed = time.perf_counter() - start
+    assert (train_facts.rows, test_facts.rows) == (32561, 16281)
+    assert (train_facts.n_features, test_facts.n_features) == (123, 122)
+    assert elapsed < 2.0, elapsed  # ~0.3 s; generous for a loaded CI machine

@@ -1,7 +1,8 @@
 """``mlbench run TASK``: resolve and check everything, start N local workers, report.
 
-Everything that can be wrong with the request (task, overrides, worker count, data) is checked
-here, before any worker starts, and reported as one line with exit code 2. Exit codes: 0 the run
+Everything that can be wrong with the request (task, overrides and their ranges, worker count,
+CPU cores, data down to each LIBSVM line, a run directory that cannot be written) is checked here,
+before any worker starts, and reported as one line with exit code 2. Exit codes: 0 the run
 finished (goal reached or not — both are results), 1 it failed, 130 it was interrupted.
 """
 
@@ -11,6 +12,7 @@ import argparse
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -49,7 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads-per-worker",
         type=int,
-        help="torch threads per worker (default: CPU cores / workers)",
+        help="torch threads per worker (default: CPU cores / workers, at least 1)",
+    )
+    p.add_argument(
+        "--oversubscribe",
+        action="store_true",
+        help="run even when workers × threads per worker exceed this machine's CPU cores "
+        "(refused by default, exit 2: the step times would measure the OS scheduler); "
+        "prints a warning instead",
     )
     p.add_argument("--runs-dir", help="where run directories go (default $MLBENCH_HOME/runs)")
     p.add_argument("--json", action="store_true", help="print result.json instead of a table")
@@ -107,10 +116,13 @@ def run(args: argparse.Namespace) -> int:
             run_id=args.run_id,
             upload=args.upload,
             upload_token=os.environ.get("MLBENCH_UPLOAD_TOKEN"),
+            oversubscribe=args.oversubscribe,
         )
     )
     task, _ = session.preflight()  # everything checked before anything exists (exit 2)
-    run_dir = session.prepare()
+    run_dir = session.prepare()  # an unwritable run directory is exit 2 too, still no worker
+    for warning in session.warnings:
+        print(warning, file=sys.stderr)
     return _execute(session, run_dir, task.target.metric, args)
 
 

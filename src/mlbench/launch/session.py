@@ -1,8 +1,10 @@
 """The launch session: everything around an engine, the same for the CLI and the master.
 
 ``preflight`` checks the whole request before anything exists (task, config, scheme options,
-worker count, data, backend) and raises :class:`~mlbench.errors.ConfigError` with one line;
-``prepare`` creates the run directory (config.json, run.json); ``execute`` starts the engine's
+worker count, data — every line of it for LIBSVM —, backend, CPU cores) and raises
+:class:`~mlbench.errors.ConfigError` (or ``DataError``) with one line; ``prepare`` creates the run
+directory (config.json, run.json), or raises :class:`~mlbench.errors.RunDirError` naming the path
+and the OS error, still before any worker exists; ``execute`` starts the engine's
 :class:`~mlbench.launch.base.Launcher`, uploads events beside it when asked, waits, and writes the
 final result.json — rank 0's, or one rebuilt from the event files when the run failed, so nothing
 measured is lost. The master's scheduler runs ``mlbench run`` (this session) for each admitted
@@ -12,6 +14,7 @@ run; a Slurm or Kubernetes engine plugs in as another ``launcher_factory``.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mlbench import runs
-from mlbench.errors import ConfigError
+from mlbench.errors import ConfigError, RunDirError
 from mlbench.launch.base import Launcher, Outcome, wait
 from mlbench.tasks.base import DataInfo, RunConfig, Task, TaskBase
 
@@ -37,7 +40,39 @@ class LaunchRequest:
     run_id: str | None = None
     upload: str | None = None
     upload_token: str | None = None
+    oversubscribe: bool = False
     command: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
+def cpu_cores() -> int:
+    """The machine's CPU count, as the default threads per worker are computed from it."""
+    return os.cpu_count() or 1
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def check_cores(workers: int, threads: int, cores: int, *, allow: bool) -> str | None:
+    """Refuse more torch threads in all than CPU cores, unless ``allow`` (``--oversubscribe``):
+    then the warning to print. Oversubscribed workers time-slice the cores, so the step times a
+    benchmark reports would measure the scheduler. The default threads per worker (cores //
+    workers, at least 1) never exceed the cores while workers ≤ cores: what this catches is 64
+    workers on 2 cores, or an explicit --threads-per-worker too large.
+    """
+    total = workers * threads
+    if total <= cores:
+        return None
+    what = (
+        f"{_count(workers, 'worker')} × {_count(threads, 'thread')} = {total} threads "
+        f"on {_count(cores, 'CPU core')}"
+    )
+    if not allow:
+        raise ConfigError(
+            f"{what} oversubscribes this machine; use fewer --workers or --threads-per-worker, "
+            "or pass --oversubscribe to run anyway"
+        )
+    return f"warning: {what} (--oversubscribe): step times will not be representative"
 
 
 def check_backend(requested: str, workers: int) -> None:
@@ -63,6 +98,12 @@ def local_launcher(run_dir: Path, request: LaunchRequest, threads: int) -> Launc
     return LocalLauncher(run_dir, request.workers, request.backend, threads)
 
 
+def _os_error(exc: OSError) -> str:
+    """``Not a directory: '/x/runs'``: the OS's words and the path it was about, on one line."""
+    text = exc.strerror or str(exc)
+    return f"{text}: {exc.filename!r}" if exc.filename else text
+
+
 class LaunchSession:
     def __init__(
         self,
@@ -77,6 +118,8 @@ class LaunchSession:
         self.run_dir: Path | None = None
         self.threads = 1
         self.launch_info: dict[str, Any] = {}
+        #: one-line warnings for the user (printed by the CLI): the request runs, but see this
+        self.warnings: list[str] = []
 
     # ------------------------------------------------------------------ before anything exists
     def preflight(self) -> tuple[TaskBase, RunConfig]:
@@ -98,8 +141,12 @@ class LaunchSession:
                 f"{info.train_size} training samples, less than one step ({need} samples)"
             )
         check_backend(r.backend, r.workers)
+        cores = cpu_cores()
+        threads = r.threads_per_worker or max(1, cores // r.workers)
+        warning = check_cores(r.workers, threads, cores, allow=r.oversubscribe)
         self.task, self.cfg, self.info = task, cfg, info
-        self.threads = r.threads_per_worker or max(1, (os.cpu_count() or 1) // r.workers)
+        self.threads = threads
+        self.warnings = [warning] if warning else []
         return task, cfg
 
     def prepare(self) -> Path:
@@ -107,7 +154,22 @@ class LaunchSession:
         assert self.task is not None and self.cfg is not None and self.info is not None
         r = self.request
         runs_dir = r.runs_dir.expanduser() if r.runs_dir else runs.default_runs_dir()
-        run_dir = runs.create_run_dir(runs_dir, self.task.name, r.run_id)
+        run_dir = None
+        try:
+            run_dir = runs.create_run_dir(runs_dir, self.task.name, r.run_id)
+            self._write_run_files(run_dir)
+        except OSError as exc:
+            if run_dir is not None:  # half made: leave nothing behind that looks like a run
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise RunDirError(
+                f"cannot write the run directory under {runs_dir}: {_os_error(exc)}"
+            ) from None
+        self.run_dir = run_dir
+        return run_dir
+
+    def _write_run_files(self, run_dir: Path) -> None:
+        assert self.cfg is not None and self.info is not None
+        r = self.request
         runs.write_config(run_dir, self.cfg)
         self.launch_info = {
             "task_ref": r.task,  # how the workers find the task again (name or module:Class)
@@ -120,8 +182,6 @@ class LaunchSession:
             "created": time.time(),
         }
         runs.write_launch(run_dir, self.launch_info)
-        self.run_dir = run_dir
-        return run_dir
 
     # ------------------------------------------------------------------ the run
     def execute(

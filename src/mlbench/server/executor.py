@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,6 +56,10 @@ class Executor(Protocol):
         """The run's result.json once it has ended, if it wrote one."""
         ...
 
+    def failure(self, ref: dict[str, Any]) -> str | None:
+        """Why an ended run left no result, in one line (the launcher's error), when known."""
+        ...
+
 
 def run_files(ref: dict[str, Any] | None) -> Path | None:
     """The directory on this machine holding the run's files (rank stdout/stderr, events,
@@ -74,6 +79,33 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return result if isinstance(result, dict) else None
+
+
+#: how much of a launcher log's end is read for its error line
+LOG_TAIL_BYTES = 16 * 1024
+REASON_CHARS = 1000
+_CLI_ERROR = "mlbench: error: "
+_TRACEBACK_END = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
+
+
+def last_error(log: Path) -> str | None:
+    """The error a launcher ended on, from the tail of its combined stdout/stderr log."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    if not lines:
+        return None
+    # the reason is stored as text: no control characters (PostgreSQL refuses NUL), bounded
+    last = "".join(c if c.isprintable() else "?" for c in lines[-1][:REASON_CHARS])
+    if last.startswith(_CLI_ERROR):
+        return last.removeprefix(_CLI_ERROR)
+    if "Traceback (most recent call last):" in tail and _TRACEBACK_END.fullmatch(last):
+        return last
+    return None
 
 
 class LocalExecutor:
@@ -116,6 +148,9 @@ class LocalExecutor:
             self.master_url,
             "--threads-per-worker",
             str(self.threads_per_worker),
+            # --capacity-workers is the operator's decision and the scheduler holds runs to it
+            # (within the cores unless the operator set it above them): not the launcher's call
+            "--oversubscribe",
             "--json",
         ]
 
@@ -176,6 +211,15 @@ class LocalExecutor:
     def outcome(self, ref: dict[str, Any]) -> dict[str, Any] | None:
         run_dir = run_files(ref)
         return read_result(run_dir) if run_dir is not None else None
+
+    def failure(self, ref: dict[str, Any]) -> str | None:
+        """The launcher's last error line from its log: ``mlbench: error: ...`` (a refused
+        request, exit 2) or a traceback's final line. None when the log ends otherwise (a killed
+        launcher prints no error) — the scheduler then keeps its generic reason."""
+        run_dir = run_files(ref)
+        if run_dir is None:
+            return None
+        return last_error(run_dir.with_name(f"{run_dir.name}.launcher.log"))
 
     def reap(self) -> None:
         """Collect exited children so they don't linger as zombies."""

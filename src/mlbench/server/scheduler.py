@@ -74,7 +74,8 @@ class Scheduler:
 
     def _finish(self, run: Run, default_reason: str) -> None:
         """The executor no longer runs it: record its result, or fail the run."""
-        result = self.executor.outcome(run.executor_ref) if run.executor_ref else None
+        ref = run.executor_ref
+        result = self.executor.outcome(ref) if ref else None
         state = result.get("state") if result is not None else None
         if result is not None and isinstance(state, str) and state in TERMINAL_STATES:
             if run.state == RunState.RUNNING:
@@ -82,7 +83,10 @@ class Scheduler:
             run.result = result
             run.official = bool(result.get("official"))
         elif run.state == RunState.RUNNING:
-            transition(run, RunState.FAILED, default_reason)
+            # the launcher's own words (e.g. an unwritable run directory) beat a generic reason
+            error = self.executor.failure(ref) if ref else None
+            reason = f"launcher failed: {error}" if error else default_reason
+            transition(run, RunState.FAILED, reason)
         run.finished_at = run.finished_at or datetime.now(UTC)
         run.active = False
         session = object_session(run)

@@ -19,7 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from mlbench.config import SchemeConfig, closed_differences, from_dict, param, section
+from mlbench.config import (
+    BATCH_MAX,
+    EPOCHS_MAX,
+    SEED_MAX,
+    STEPS_MAX,
+    SchemeConfig,
+    closed_differences,
+    from_dict,
+    param,
+    section,
+)
 from mlbench.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -62,9 +72,13 @@ class Target:
 class TrainConfig:
     """Stopping, evaluation and logging — the keys every task has."""
 
-    max_epochs: int = param(1, help="stop after this many epochs", minimum=1)
+    max_epochs: int = param(1, help="stop after this many epochs", minimum=1, maximum=EPOCHS_MAX)
     max_steps: int | None = param(
-        None, open=True, minimum=1, help="stop after this many optimizer steps (all ranks)"
+        None,
+        open=True,
+        minimum=1,
+        maximum=STEPS_MAX,
+        help="stop after this many optimizer steps (all ranks)",
     )
     time_limit: float | None = param(
         None, open=True, minimum=0, help="stop after this many seconds of wall time (training+eval)"
@@ -75,13 +89,17 @@ class TrainConfig:
         help="evaluate every N epochs; a fraction evaluates within an epoch (0.3: every 30 %)",
     )
     eval_every_steps: int | None = param(
-        None, minimum=1, help="also evaluate every N steps (finer time-to-target resolution)"
+        None,
+        minimum=1,
+        maximum=STEPS_MAX,
+        help="also evaluate every N steps (finer time-to-target resolution)",
     )
     stop_at_goal: bool = param(True, open=True, help="stop as soon as the goal is reached")
     log_every_steps: int = param(
         10,
         open=True,
         minimum=1,
+        maximum=STEPS_MAX,
         help="a train/phase event window closes after at least N steps (and log_every_seconds)",
     )
     log_every_seconds: float = param(
@@ -96,6 +114,7 @@ class TrainConfig:
     accumulate: int = param(
         1,
         minimum=1,
+        maximum=BATCH_MAX,
         help="micro-batches per optimizer step; the scheme communicates only after the last",
     )
     clip_grad_norm: float | None = param(
@@ -113,6 +132,7 @@ class TrainConfig:
         1,
         open=True,
         minimum=1,
+        maximum=STEPS_MAX,
         help="how often ranks agree on the time limit (one tiny collective)",
     )
     resource_every_seconds: float = param(
@@ -123,7 +143,11 @@ class TrainConfig:
         "every N seconds; 0 disables",
     )
     checkpoint_every_epochs: int | None = param(
-        None, open=True, minimum=1, help="rank 0 saves model+optimizer every N epochs"
+        None,
+        open=True,
+        minimum=1,
+        maximum=EPOCHS_MAX,
+        help="rank 0 saves model+optimizer every N epochs",
     )
     precision: Literal["fp32", "fp16", "bf16"] = param(
         "fp32",
@@ -131,7 +155,10 @@ class TrainConfig:
     )
     loss_scale_init: float = param(2.0**16, minimum=1, help="fp16: initial loss scale")
     loss_scale_window: int = param(
-        2000, minimum=1, help="fp16: overflow-free steps before the scale doubles"
+        2000,
+        minimum=1,
+        maximum=STEPS_MAX,
+        help="fp16: overflow-free steps before the scale doubles",
     )
     loss_scale_max: float = param(2.0**24, minimum=1, help="fp16: largest loss scale")
 
@@ -143,13 +170,21 @@ class DataConfig:
     dataset: str = param("", help="dataset name")
     dir: str | None = param(None, open=True, help="root directory holding the dataset files")
     download: bool = param(True, open=True, help="download from the official URL when absent")
-    batch_size: int = param(32, minimum=1, help="training batch size per worker")
-    val_batch_size: int = param(32, minimum=1, help="validation batch size per worker")
+    batch_size: int = param(32, minimum=1, maximum=BATCH_MAX, help="training batch size per worker")
+    val_batch_size: int = param(
+        32, minimum=1, maximum=BATCH_MAX, help="validation batch size per worker"
+    )
     train_samples: int | None = param(
-        None, minimum=1, help="use only the first N training samples (non-official)"
+        None,
+        minimum=1,
+        maximum=STEPS_MAX,
+        help="use only the first N training samples (non-official)",
     )
     val_samples: int | None = param(
-        None, minimum=1, help="use only the first N validation samples (non-official)"
+        None,
+        minimum=1,
+        maximum=STEPS_MAX,
+        help="use only the first N validation samples (non-official)",
     )
 
 
@@ -158,7 +193,12 @@ class RunConfig:
     """Root of every task's config tree. Tasks subclass it to set their defaults."""
 
     task: str = param("", help="task name")
-    seed: int = param(42, help="random seed (model init, shards, shuffling, augmentation)")
+    seed: int = param(
+        42,
+        minimum=-SEED_MAX,
+        maximum=SEED_MAX,
+        help="random seed (model init, shards, shuffling, augmentation)",
+    )
     goal: Literal["full", "light"] = param("full", open=True, help="which target to stop at")
     train: TrainConfig = section(TrainConfig)
     data: DataConfig = section(DataConfig)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlbench.config import param, section
+from mlbench.config import BATCH_MAX, SEED_MAX, param, section
 from mlbench.errors import ConfigError
 from mlbench.tasks.base import (
     DataConfig,
@@ -32,8 +32,12 @@ if TYPE_CHECKING:
 @dataclass
 class CifarData(DataConfig):
     dataset: str = param("cifar10", choices=("cifar10",), help="CIFAR-10, official split")
-    batch_size: int = param(128, minimum=1, help="training batch size per worker")
-    val_batch_size: int = param(128, open=True, minimum=1, help="validation batch per worker")
+    batch_size: int = param(
+        128, minimum=1, maximum=BATCH_MAX, help="training batch size per worker"
+    )
+    val_batch_size: int = param(
+        128, open=True, minimum=1, maximum=BATCH_MAX, help="validation batch per worker"
+    )
     augment: bool = param(True, help="pad-4 random crop + horizontal flip on training batches")
     crop_padding: int = param(4, minimum=0)
     mean: tuple[float, ...] = param((0.4914, 0.4822, 0.4465), help="normalisation mean (RGB)")
@@ -49,7 +53,7 @@ class ResNetConfig:
 @dataclass
 class Cifar10Config(RunConfig):
     task: str = param("cifar10-resnet20", choices=("cifar10-resnet20",))
-    seed: int = param(42)
+    seed: int = param(42, minimum=-SEED_MAX, maximum=SEED_MAX)
     train: TrainConfig = section(lambda: TrainConfig(max_epochs=164))
     data: CifarData = section(CifarData)
     model: ResNetConfig = section(ResNetConfig)

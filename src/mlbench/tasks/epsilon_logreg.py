@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlbench.config import param, section
+from mlbench.config import BATCH_MAX, SEED_MAX, param, section
 from mlbench.errors import DataError
 from mlbench.tasks.base import DataConfig, DataInfo, RunConfig, Target, TaskData, TrainConfig
 from mlbench.tasks.common import SGDConfig, SGDTask
@@ -28,8 +28,12 @@ OFFICIAL_SIZES = {"epsilon": (400000, 100000)}
 @dataclass
 class LibsvmData(DataConfig):
     dataset: str = param("epsilon", help="LIBSVM binary dataset: epsilon (official), a9a, w8a, ...")
-    batch_size: int = param(100, minimum=1, help="training batch size per worker")
-    val_batch_size: int = param(1000, open=True, minimum=1, help="validation batch per worker")
+    batch_size: int = param(
+        100, minimum=1, maximum=BATCH_MAX, help="training batch size per worker"
+    )
+    val_batch_size: int = param(
+        1000, open=True, minimum=1, maximum=BATCH_MAX, help="validation batch per worker"
+    )
 
 
 @dataclass
@@ -40,7 +44,7 @@ class LogRegConfig:
 @dataclass
 class EpsilonConfig(RunConfig):
     task: str = param("epsilon-logreg", choices=("epsilon-logreg",))
-    seed: int = param(42)
+    seed: int = param(42, minimum=-SEED_MAX, maximum=SEED_MAX)
     train: TrainConfig = section(lambda: TrainConfig(max_epochs=20, control_every_steps=25))
     data: LibsvmData = section(LibsvmData)
     model: LogRegConfig = section(LogRegConfig)
@@ -79,7 +83,9 @@ class EpsilonLogReg(SGDTask):
         train_path, test_path = libsvm.ensure(
             self.data_root(cfg), cfg.data.dataset, cfg.data.download
         )
-        n_train, n_val = libsvm.count_rows(train_path), libsvm.count_rows(test_path)
+        # every line checked here, once, so bad content is exit 2 before any worker starts
+        train_facts, test_facts = libsvm.check(cfg.data.dataset, train_path, test_path)
+        n_train, n_val = train_facts.rows, test_facts.rows
         if n_train == 0 or n_val == 0:
             raise DataError(f"LIBSVM files {train_path} / {test_path} hold no examples")
         issues: list[str] = []
