@@ -23,3 +23,14 @@ class DownloadError(DataError):
     Its own type so a caller (the CLI, a test) can tell "the internet let us down" from "the files
     on disk are corrupt"; the message always names the URL so the user can retry or fetch by hand.
     """
+
+
+class RecordError(MlbenchError, ValueError):
+    """An event record breaks the record contract (DESIGN §4, ``mlbench.limits``): unknown kind,
+    a value that is not a number, a name or unit too long or with control characters, an integer
+    out of range.
+
+    Raised by the writer at the emitting call, so the code that made the record (often a
+    plug-in) is in the traceback; the master would refuse the record's whole upload batch.
+    A ``ValueError`` too, which is what the writer raised before it had its own type.
+    """

@@ -20,15 +20,16 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
+from mlbench import limits
 from mlbench.server.executor import run_files
 from mlbench.server.models import Event, Run
 from mlbench.server.states import RunState
 from mlbench.vocab import EVENT_KINDS, Backend, EventKind, Goal, vocabularies
 
 MAX_BATCH = 10_000
-RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+RUN_ID = limits.RUN_ID_PATTERN
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._/:+-]*$"  # tasks, algorithms
-PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+PRINTABLE = limits.PRINTABLE
 
 # ---------------------------------------------------------------------------- requests
 
@@ -61,19 +62,22 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]  # NaN and ±inf are sent 
 
 
 class EventIn(TypedDict):
-    """One record of a rank's event file (docs/events.md), i.e. one row of the events table."""
+    """One record of a rank's event file (docs/events.md), i.e. one row of the events table.
 
-    run_id: Annotated[str, Field(max_length=64, pattern=RUN_ID)]
-    rank: Annotated[int, Field(ge=0, le=1_000_000)]
-    seq: Annotated[int, Field(ge=0, le=2**62)]
+    Its bounds are ``mlbench.limits``, which the writer (``telemetry/events.make_record``)
+    enforces too: a record the writer let through is one this schema accepts."""
+
+    run_id: Annotated[str, Field(min_length=1, max_length=limits.RUN_ID_MAX, pattern=RUN_ID)]
+    rank: Annotated[int, Field(ge=0, le=limits.RANK_MAX)]
+    seq: Annotated[int, Field(ge=0, le=limits.SEQ_MAX)]
     time: Finite
-    step: Annotated[int, Field(ge=0, le=2**62)]
+    step: Annotated[int, Field(ge=0, le=limits.STEP_MAX)]
     epoch: Finite
     # a Literal of the plain strings (not the enum): validated in Rust, stored as text
     kind: Literal[tuple(sorted(k.value for k in EVENT_KINDS))]  # type: ignore[valid-type]
-    name: Annotated[str, Field(min_length=1, max_length=64, pattern=PRINTABLE)]
+    name: Annotated[str, Field(min_length=1, max_length=limits.NAME_MAX, pattern=PRINTABLE)]
     value: Finite | None
-    unit: NotRequired[Annotated[str, Field(max_length=16, pattern=PRINTABLE)] | None]
+    unit: NotRequired[Annotated[str, Field(max_length=limits.UNIT_MAX, pattern=PRINTABLE)] | None]
 
 
 class EventBatch(TypedDict):

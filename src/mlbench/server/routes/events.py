@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
+from mlbench import limits
 from mlbench.server.deps import Caller, Reader, RunId, SessionDep, State, get_run
 from mlbench.server.eventstore import insert_events, series_points
 from mlbench.server.models import Event
@@ -141,7 +142,7 @@ def series(
     run_id: RunId,
     s: SessionDep,
     kind: str = Query(max_length=16),
-    name: str = Query(max_length=64, pattern=PRINTABLE),
+    name: str = Query(max_length=limits.NAME_MAX, pattern=PRINTABLE),
     rank: int | None = Query(None, ge=0, le=1_000_000),
     since: float | None = Query(None, description="only events with time > since"),
     max_points: int = Query(1000, ge=1, le=100_000),
