@@ -49,6 +49,20 @@ class RunRequest(BaseModel):
     )
 
 
+class UploadIn(BaseModel):
+    """How a run's event upload ended, as the uploader saw it (``UploadStatus`` in
+    ``telemetry/uploader.py``; also result.json's ``upload``)."""
+
+    complete: bool = Field(description="every record of the run's event files is stored")
+    uploaded: int = Field(0, ge=0, le=2**62, description="records the master acknowledged")
+    quarantined: int = Field(
+        0, ge=0, le=2**62, description="records the master refused (upload-quarantine.jsonl)"
+    )
+    pending: int = Field(0, ge=0, le=2**62, description="records not sent")
+    reason: str | None = Field(None, max_length=10_000, pattern=r"^[^\x00]*$")
+    drain_seconds: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
+
+
 class ImportRequest(BaseModel):
     run_id: str = Field(min_length=1, max_length=64, pattern=RUN_ID)
     result: dict[str, Any] = Field(description="the run's result.json")
@@ -139,6 +153,19 @@ class RunOut(BaseModel):
     finished_at: str | None
     result: dict[str, Any] | None = Field(description="its result.json, once it has one")
     has_logs: bool = Field(description="this master ran it: /logs and log streaming work")
+    upload: UploadOut | None = Field(
+        None,
+        description="how its event upload ended; null until reported (while it runs, or a run "
+        "imported from a result.json without upload facts). complete false: some events are "
+        "not on this master; `mlbench import RUN_DIR` completes it",
+    )
+
+
+class UploadOut(UploadIn):
+    """A run's upload status as this master holds it: the uploader's report, checked against
+    the events stored (a report of ``complete`` with fewer events stored is not complete)."""
+
+    stored: int = Field(description="events this master held for the run when it was told")
 
 
 class RunsOut(BaseModel):
@@ -250,6 +277,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "finished_at": iso(run.finished_at),
         "result": run.result,
         "has_logs": run_files(run.executor_ref) is not None,
+        "upload": run.upload,
     }
 
 

@@ -13,18 +13,21 @@ from sqlalchemy import func, select
 from mlbench import limits
 from mlbench.server.deps import Caller, Reader, RunId, SessionDep, State, get_run
 from mlbench.server.eventstore import insert_events, series_points
-from mlbench.server.models import Event
+from mlbench.server.models import Event, Token
 from mlbench.server.schemas import (
     EVENT_BATCH,
     PRINTABLE,
     IngestOut,
     MetricsOut,
     PhasesOut,
+    RunOut,
     SeriesOut,
+    UploadIn,
     body_errors,
     inline_schema,
+    run_json,
 )
-from mlbench.server.services import FieldError
+from mlbench.server.services import FieldError, record_upload
 from mlbench.vocab import EVENT_KINDS, EventKind
 
 router = APIRouter(prefix="/api/runs/{run_id}", tags=["events"])
@@ -32,6 +35,14 @@ router = APIRouter(prefix="/api/runs/{run_id}", tags=["events"])
 
 async def _raw_body(request: Request) -> bytes:
     return await request.body()
+
+
+def _check_upload_token(token: Token | None, run_id: str) -> None:
+    """An admin token, or the upload token the scheduler made for this run."""
+    if token is None:
+        raise HTTPException(401, detail="a bearer token is required")
+    if token.scope != "admin" and token.run_id != run_id:
+        raise HTTPException(403, detail="this upload token belongs to another run")
 
 
 @router.post(
@@ -52,10 +63,7 @@ def ingest(
 ) -> IngestOut:
     """Idempotent by (run, rank, seq): a retried batch inserts nothing twice. Needs an admin
     token or the upload token of this run. Body: ``{"events": [...]}``, at most 10,000."""
-    if token is None:
-        raise HTTPException(401, detail="a bearer token is required")
-    if token.scope != "admin" and token.run_id != run_id:
-        raise HTTPException(403, detail="this upload token belongs to another run")
+    _check_upload_token(token, run_id)
     try:
         events = EVENT_BATCH.validate_json(body)["events"]
     except ValidationError as exc:  # the same 422 FastAPI gives for a declared body
@@ -85,6 +93,18 @@ def ingest(
         return IngestOut(received=0, inserted=0)
     inserted = insert_events(s, state.engine, rows)  # commits
     return IngestOut(received=len(rows), inserted=inserted)
+
+
+@router.put("/upload", response_model=RunOut)
+def report_upload(run_id: RunId, status: UploadIn, s: SessionDep, token: Caller) -> dict[str, Any]:
+    """How the run's event upload ended (its launcher, or ``mlbench import``, at the end):
+    ``complete`` false says some events are not here — refused and quarantined, or not sent.
+    Checked against the events stored. Needs an admin token or this run's upload token."""
+    _check_upload_token(token, run_id)
+    run = get_run(s, run_id)
+    record_upload(s, run, status)
+    s.commit()
+    return run_json(run)
 
 
 @router.get("/metrics", dependencies=[Reader])
