@@ -265,6 +265,10 @@ def test_probe_a_refused_record_costs_one_record_and_import_repairs_the_run(
     run = httpx.get(f"{master.url}/api/runs/{run_id}", headers=master.headers).json()
     assert run["upload"]["complete"] is False and run["upload"]["quarantined"] == 1
     assert run["upload"]["stored"] == len(good)
+    status = mlbench(
+        "status", run_id, "--master", master.url, home=tmp_path, MLBENCH_TOKEN=master.token
+    )
+    assert "upload incomplete" in status.stdout, status.stdout + status.stderr
 
     # importing as it is cannot store the refused record: it says so, and logs it only once
     again = mlbench(
