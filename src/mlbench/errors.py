@@ -32,3 +32,14 @@ class RunDirError(MlbenchError):
     Typed so the launcher says which path and which OS error before any worker starts, instead of
     a traceback — and so the master can show that line as the run's reason.
     """
+
+
+class RecordError(MlbenchError, ValueError):
+    """An event record breaks the record contract (DESIGN §4, ``mlbench.limits``): unknown kind,
+    a value that is not a number, a name or unit too long or with control characters, an integer
+    out of range.
+
+    Raised by the writer at the emitting call, so the code that made the record (often a
+    plug-in) is in the traceback; the master would refuse the record's whole upload batch.
+    A ``ValueError`` too, which is what the writer raised before it had its own type.
+    """

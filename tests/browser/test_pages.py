@@ -223,3 +223,26 @@ def test_event_stream_parser_in_the_browser(dash, page_for) -> None:
         {"event": "end", "data": "{}", "id": "3_5_0"},
     ]
     assert all(json.loads(r) == expected for r in results), results[0]
+
+
+def test_a_run_whose_upload_is_incomplete_says_so(dash, page_for) -> None:
+    """Some of the run's events never reached the master (refused and quarantined, or not
+    sent): its page says how many, so its charts and totals are not taken as the whole run."""
+    result = {"schema_version": 1, "state": "finished", "task": "epsilon-logreg", "world_size": 2}
+    upload = {"complete": False, "uploaded": 600, "quarantined": 1, "pending": 0}
+    upload["reason"] = "1 record(s) refused by the master, kept in upload-quarantine.jsonl"
+    with api(dash) as c:
+        for run_id, up in (("upload-partial", upload), ("upload-whole", None)):
+            body = {"run_id": run_id, "result": result | ({"upload": up} if up else {})}
+            assert c.post("/api/runs/import", json=body).status_code == 200
+    page = page_for(dash)
+    page.goto(dash.url + "/#/run/upload-partial")
+    page.wait_for_selector('.page[data-loaded="1"]')
+    note = page.get_by_test_id("run-upload")
+    assert note.is_visible()
+    text = note.inner_text()
+    assert "Upload incomplete" in text and "1 refused" in text and "mlbench import" in text
+    screenshot(page, "run-upload-incomplete")
+    page.goto(dash.url + "/#/run/upload-whole")
+    page.wait_for_selector('.page[data-loaded="1"]')
+    assert page.get_by_test_id("run-upload").is_hidden()

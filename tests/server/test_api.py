@@ -521,3 +521,60 @@ def test_a_full_batch_is_one_request_on_both_databases(client: TestClient, engin
         params={"kind": "train", "name": "loss", "since": 1.0 + 9_989, "max_points": 5},
     ).json()["ranks"]["0"]
     assert [p[0] for p in since] == [9_990, 9_992, 9_994, 9_996, 9_998, 9_999]
+
+
+def test_upload_status_is_recorded_checked_and_shown(
+    engine: Engine, client: TestClient, tmp_path: Path
+) -> None:
+    """``PUT /api/runs/{id}/upload``: the uploader's report, checked against the events stored;
+    RunOut says it, listed runs too, and the run's result carries the same."""
+    run = _create(client, workers=2)
+    url = f"/api/runs/{run['id']}"
+    assert run["upload"] is None  # nobody has reported yet
+    events = _worker_events(tmp_path, run["id"], 0, 4)  # 9 records
+    client.post(f"{url}/events", json={"events": events})
+    partial = {"complete": False, "uploaded": 9, "quarantined": 1, "pending": 0}
+    partial |= {"reason": "1 record(s) refused by the master", "drain_seconds": 0.05}
+    out = client.put(f"{url}/upload", json=partial)
+    assert out.status_code == 200, out.text
+    assert out.json()["upload"] == {**partial, "stored": 9}
+    assert client.get(url).json()["upload"]["complete"] is False
+    assert client.get("/api/runs").json()["runs"][0]["upload"]["quarantined"] == 1
+    # a report of complete is believed only when the events are here
+    claim = {"complete": True, "uploaded": 12, "quarantined": 0, "pending": 0, "reason": None}
+    upload = client.put(f"{url}/upload", json=claim).json()["upload"]
+    assert upload["complete"] is False and "holds 9 of the run's 12" in upload["reason"]
+    done = client.put(f"{url}/upload", json=claim | {"uploaded": 9}).json()
+    assert done["upload"]["complete"] is True and done["upload"]["stored"] == 9
+    # who may report: admin or this run's upload token; others are refused
+    other = _create(client)
+    with TestClient(create_app(engine)) as anon:
+        assert anon.put(f"{url}/upload", json=claim).status_code == 401
+        foreign = {"Authorization": f"Bearer {_token(engine, 'upload', other['id'])}"}
+        assert anon.put(f"{url}/upload", json=claim, headers=foreign).status_code == 403
+        own = {"Authorization": f"Bearer {_token(engine, 'upload', run['id'])}"}
+        assert (
+            anon.put(f"{url}/upload", json=claim | {"uploaded": 9}, headers=own).status_code == 200
+        )
+    assert client.put("/api/runs/missing/upload", json=claim).status_code == 404
+    bad = client.put(f"{url}/upload", json=claim | {"pending": -1})
+    assert bad.status_code == 422 and "pending" in bad.text
+
+
+def test_an_imported_result_brings_its_upload_status(client: TestClient) -> None:
+    result = {"schema_version": 1, "state": "finished", "task": "epsilon-logreg", "world_size": 1}
+    upload = {"complete": False, "uploaded": 0, "quarantined": 2, "pending": 5, "reason": "down"}
+    run = client.post(
+        "/api/runs/import", json={"run_id": "imp-1", "result": result | {"upload": upload}}
+    )
+    assert run.status_code == 200, run.text
+    assert run.json()["upload"] == {**upload, "drain_seconds": None, "stored": 0}
+    assert run.json()["result"]["upload"]["quarantined"] == 2
+    # a result that claims a complete upload of events this master does not hold is not believed
+    claim = upload | {"complete": True, "uploaded": 40, "quarantined": 0, "pending": 0}
+    again = client.post(
+        "/api/runs/import", json={"run_id": "imp-1", "result": result | {"upload": claim}}
+    )
+    assert again.json()["upload"]["complete"] is False
+    plain = client.post("/api/runs/import", json={"run_id": "imp-2", "result": result}).json()
+    assert plain["upload"] is None  # a local run without upload facts

@@ -143,3 +143,25 @@ def test_0004_downgrades_to_the_launcher_columns(engine: Engine, tmp_path: Path)
         row = conn.execute(text("SELECT run_dir, pid, pid_started FROM runs")).one()
     assert tuple(row) == (str(tmp_path / "r1"), 4242, 2.5)
     db.upgrade(engine)  # and up again
+
+
+def test_0006_adds_the_upload_status_and_downgrades(engine: Engine) -> None:
+    db.upgrade(engine, "0004")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, task, state, workers, backend, algorithm, goal, overrides, "
+                "official, active) VALUES ('old', 'epsilon-logreg', 'finished', 1, 'auto', "
+                "'allreduce', 'full', '[]', true, false)"
+            )
+        )
+    db.upgrade(engine)
+    assert "upload" in {c["name"] for c in inspect(engine).get_columns("runs")}
+    with Session(engine) as s:
+        old = s.get(Run, "old")
+        assert old is not None and old.upload is None  # nobody reported its upload
+        old.upload = {"complete": False, "quarantined": 1}
+        s.commit()
+    db.downgrade(engine, "0004")
+    assert "upload" not in {c["name"] for c in inspect(engine).get_columns("runs")}
+    db.upgrade(engine)

@@ -114,3 +114,51 @@ def test_restart_reconciles_running_runs(scheduling_master: Master) -> None:
         1, (os.cpu_count() or 1) // 2
     )
     _stored_equal_files(m, alive["id"], 1)
+
+
+class _Ended:
+    """An executor whose runs have all ended, leaving ``result``."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        self.result = result
+
+    def alive(self, ref: dict[str, Any]) -> bool:
+        return False
+
+    def outcome(self, ref: dict[str, Any]) -> dict[str, Any]:
+        return self.result
+
+
+def test_the_upload_status_in_result_json_reaches_the_run(engine: Any) -> None:
+    """A launcher that could not tell the master how its upload ended wrote it in result.json;
+    the scheduler records it from there when the launcher exits."""
+    from sqlalchemy.orm import Session
+
+    from mlbench.server import db
+    from mlbench.server.models import Run
+    from mlbench.server.scheduler import Scheduler
+
+    db.upgrade(engine)
+    upload = {"complete": False, "uploaded": 0, "quarantined": 1, "pending": 3, "reason": "x"}
+    result = {"schema_version": 1, "state": "finished", "official": True, "upload": upload}
+    with Session(engine) as s:
+        s.add(
+            Run(
+                id="r1",
+                task="epsilon-logreg",
+                state="running",
+                workers=1,
+                backend="auto",
+                algorithm="allreduce",
+                goal="full",
+                overrides=[],
+                active=True,
+                executor_ref={"kind": "test"},
+            )
+        )
+        s.commit()
+    Scheduler(db.session_factory(engine), _Ended(result), capacity_workers=1).tick()  # type: ignore[arg-type]
+    with Session(engine) as s:
+        run = s.get(Run, "r1")
+        assert run is not None and run.state == "finished"
+        assert run.upload == {**upload, "drain_seconds": None, "stored": 0}

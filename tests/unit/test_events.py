@@ -7,6 +7,8 @@ import math
 
 import pytest
 
+from mlbench import limits
+from mlbench.errors import RecordError
 from mlbench.telemetry.events import (
     KINDS,
     EventWriter,
@@ -243,7 +245,7 @@ def test_reopen_after_torn_line_keeps_new_records(path):
     [
         ("loss", 0.1 + 0.2, None, 1795374641.5018725),
         ("throughput", 22000, "samples/s", 0.0),  # an int value
-        ('we"ird\\name\n', -1e-320, "µs", 1e22),  # escapes, a subnormal, an exponent
+        ('we"ird\\name\u2028', -1e-320, "µs", 1e22),  # escapes, a subnormal, an exponent
         ("Δ/ünïcode", float("nan"), "s", 1.5),
         ("x", float("-inf"), None, 2.0),
         ("big", 1e300, "B", 3.0),
@@ -269,3 +271,86 @@ def test_emit_many_writes_consecutive_seqs_at_one_time(path):
     assert on_disk[1:] == out
     assert [r["seq"] for r in on_disk] == [0, 1, 2]
     assert out[0]["time"] == out[1]["time"] and out[1]["unit"] == "s" and "unit" not in out[0]
+
+
+# ---------------------------------------------------------------------------- the record's limits
+# The writer refuses what the master's ingest schema refuses (mlbench.limits is the one source),
+# at the emitting call: a record the master would 422 must never reach the file.
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "limit"),
+    [
+        ({"name": "n" * 65}, "name", "64"),
+        ({"name": ""}, "name", "at least 1"),
+        ({"name": "loss\x00"}, "name", "control"),
+        ({"name": "loss\n"}, "name", "control"),
+        ({"unit": "u" * 17}, "unit", "16"),
+        ({"unit": "s\x7f"}, "unit", "control"),
+        ({"run_id": "r" * 65}, "run_id", "64"),
+        ({"run_id": "bad run"}, "run_id", "letters"),
+        ({"rank": -1}, "rank", "1000000"),
+        ({"rank": 1_000_001}, "rank", "1000000"),
+        ({"seq": 2**62 + 1}, "seq", str(2**62)),
+        ({"step": -1}, "step", str(2**62)),
+        ({"step": 1.5}, "step", "integer"),
+        ({"epoch": math.nan}, "epoch", "finite"),
+        ({"when": math.inf}, "time", "finite"),
+        ({"value": 10**400}, "value", "float"),
+    ],
+)
+def test_a_record_past_the_masters_limits_is_refused_naming_field_and_limit(kwargs, field, limit):
+    args = {"run_id": "run-1", "rank": 0, "seq": 0, "kind": "train", "name": "loss", "value": 1.0}
+    args |= {k: v for k, v in kwargs.items() if k in args}
+    opts = {"step": 0, "epoch": 0.0, "unit": None, "when": None}
+    opts |= {k: v for k, v in kwargs.items() if k in opts}
+    with pytest.raises(RecordError, match=field) as info:
+        make_record(**args, **opts)
+    assert limit in str(info.value)
+    assert isinstance(info.value, ValueError)  # callers that caught ValueError still do
+
+
+def test_the_limits_are_exactly_the_masters():
+    """At each limit the writer accepts, one past it refuses, and the master's schema agrees."""
+    from mlbench.server.schemas import EVENT_BATCH
+
+    def master_accepts(record) -> bool:
+        try:
+            EVENT_BATCH.validate_json(json.dumps({"events": [record]}))
+        except Exception:
+            return False
+        return True
+
+    cases = [
+        ("name", "n" * limits.NAME_MAX, "n" * (limits.NAME_MAX + 1)),
+        ("unit", "u" * limits.UNIT_MAX, "u" * (limits.UNIT_MAX + 1)),
+        ("name", "Δ/ünïcode ok", "tab\there"),
+        ("rank", limits.RANK_MAX, limits.RANK_MAX + 1),
+        ("seq", limits.SEQ_MAX, limits.SEQ_MAX + 1),
+        ("step", limits.STEP_MAX, limits.STEP_MAX + 1),
+        ("run_id", "r" * limits.RUN_ID_MAX, "r" * (limits.RUN_ID_MAX + 1)),
+    ]
+    base = {"run_id": "run-1", "rank": 0, "seq": 0, "kind": "train", "name": "loss"}
+    base |= {"value": 1.0, "step": 0, "epoch": 0.0}
+    for field, ok, bad in cases:
+        good = make_record(**(base | {field: ok}))
+        assert master_accepts(good), field
+        with pytest.raises(RecordError):
+            make_record(**(base | {field: bad}))
+        assert not master_accepts(good | {field: bad}), field
+
+
+def test_writer_refuses_a_long_name_and_writes_nothing(path):
+    w = EventWriter(path, "r", 0)
+    with pytest.raises(RecordError, match="name"):
+        w.emit_many([("train", "loss", 1.0, None), ("train", "x" * 65, 1.0, None)], step=0, epoch=0)
+    w.emit("train", "loss", 1.0, step=0, epoch=0.0)
+    w.close()
+    assert [(r["seq"], r["name"]) for r in read_events(path)] == [(0, "loss")]
+
+
+def test_writer_refuses_a_bad_run_id_or_rank_when_opened(tmp_path):
+    with pytest.raises(RecordError, match="run_id"):
+        EventWriter(events_path(tmp_path, 0), "run with spaces", 0)
+    with pytest.raises(RecordError, match="rank"):
+        EventWriter(events_path(tmp_path, 0), "run", -1)

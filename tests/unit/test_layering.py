@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "dist": 0,
     "errors": 0,
     "vocab": 0,
+    "limits": 0,
     "__init__": 0,
     # siblings: a scheme never imports a task, a task never a scheme
     "tasks": 1,

@@ -95,13 +95,21 @@ def _print_runs(runs: list[dict[str, Any]]) -> None:
         table.add_row(
             r["id"],
             r["task"],
-            r["state"] + (f" ({r['reason']})" if r.get("reason") else ""),
+            r["state"] + (f" ({r['reason']})" if r.get("reason") else "") + _upload_note(r),
             str(r["workers"]),
             r["algorithm"],
             "—" if reached is None else str(reached),
             "—" if ttt is None else f"{ttt:.1f} s",
         )
     console_for().print(table)
+
+
+def _upload_note(run: dict[str, Any]) -> str:
+    """Said beside the state when some of the run's events are not on the master."""
+    upload = run.get("upload")
+    if not isinstance(upload, dict) or upload.get("complete"):
+        return ""
+    return f" (upload incomplete: {upload.get('stored')} events stored)"
 
 
 def cmd_status(args: argparse.Namespace) -> int:

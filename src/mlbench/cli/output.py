@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
@@ -119,6 +120,16 @@ def _fmt_s(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f} s"
 
 
+def _upload_text(upload: dict[str, Any]) -> str:
+    """result.json's ``upload``: complete, or what is missing on the master and why."""
+    if upload.get("complete"):
+        return f"complete ({upload.get('uploaded')} events)"
+    return (
+        f"[yellow]INCOMPLETE[/yellow]: {upload.get('quarantined')} refused (quarantined), "
+        f"{upload.get('pending')} not sent — {escape(str(upload.get('reason')))}"
+    )
+
+
 def print_summary(result: dict[str, Any], run_dir: Path, console: Console | None = None) -> None:
     console = console or console_for()
     s = result.get("summary", {})
@@ -150,6 +161,9 @@ def print_summary(result: dict[str, Any], run_dir: Path, console: Console | None
             ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, int | float)),
         )
     table.add_row("workers / backend", f"{result.get('world_size')} / {result.get('backend')}")
+    upload = result.get("upload")
+    if isinstance(upload, dict):
+        table.add_row("upload", _upload_text(upload))
     table.add_row("algorithm", str(result.get("algorithm")))
     table.add_row(
         "official",

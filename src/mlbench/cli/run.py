@@ -128,8 +128,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _execute(session: Any, run_dir: Path, metric: str, args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from mlbench.cli.output import RunProgress, print_summary
+    from mlbench.telemetry.uploader import QUARANTINE_FILE
 
     console = Console(stderr=True)
     console.print(
@@ -139,10 +141,12 @@ def _execute(session: Any, run_dir: Path, metric: str, args: argparse.Namespace)
     def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    def _upload_incomplete(error: str) -> None:
+    def _upload_incomplete(reason: str) -> None:
         console.print(
-            f"[yellow]events not fully uploaded ({error}); they are in {run_dir} — "
-            f"`mlbench import {run_dir} --master {args.upload}` resends them"
+            f"[yellow]events not fully uploaded: {escape(reason)}. They are in {run_dir} "
+            f"(refused ones in {QUARANTINE_FILE}); fix or remove those lines, then "
+            f"`mlbench import {run_dir} --master {args.upload}` completes the upload",
+            soft_wrap=True,
         )
 
     # SIGTERM and SIGINT both stop every rank cleanly. SIGINT is set explicitly: a process

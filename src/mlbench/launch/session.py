@@ -7,8 +7,10 @@ directory (config.json, run.json), or raises :class:`~mlbench.errors.RunDirError
 and the OS error, still before any worker exists; ``execute`` starts the engine's
 :class:`~mlbench.launch.base.Launcher`, uploads events beside it when asked, waits, and writes the
 final result.json — rank 0's, or one rebuilt from the event files when the run failed, so nothing
-measured is lost. The master's scheduler runs ``mlbench run`` (this session) for each admitted
-run; a Slurm or Kubernetes engine plugs in as another ``launcher_factory``.
+measured is lost — with ``upload`` saying whether every event reached the master (records it
+refused are quarantined, not retried forever; docs/events.md). The master's scheduler runs
+``mlbench run`` (this session) for each admitted run; a Slurm or Kubernetes engine plugs in as
+another ``launcher_factory``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from mlbench import runs
 from mlbench.errors import ConfigError, RunDirError
 from mlbench.launch.base import Launcher, Outcome, wait
 from mlbench.tasks.base import DataInfo, RunConfig, Task, TaskBase
+
+#: the final upload drain's bound: the time an unreachable master may hold the launcher's exit
+UPLOAD_DRAIN_SECONDS = 120.0
 
 
 @dataclass
@@ -120,6 +125,8 @@ class LaunchSession:
         self.launch_info: dict[str, Any] = {}
         #: one-line warnings for the user (printed by the CLI): the request runs, but see this
         self.warnings: list[str] = []
+        # how the event upload ended (``UploadStatus``), when the run uploads; into result.json
+        self.upload: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ before anything exists
     def preflight(self) -> tuple[TaskBase, RunConfig]:
@@ -204,11 +211,29 @@ class LaunchSession:
             outcome = wait(launcher, on_tick)
         finally:
             if uploader is not None:
-                complete = uploader.finish(timeout=120)
-                uploader.close()
-                if not complete and on_upload_incomplete is not None:
-                    on_upload_incomplete(str(uploader.last_error))
+                self.upload = self._end_upload(uploader)
+                if not self.upload["complete"] and on_upload_incomplete is not None:
+                    on_upload_incomplete(str(self.upload["reason"]))
         return self.finalize(outcome), outcome
+
+    def _end_upload(self, uploader: Any) -> dict[str, Any]:
+        """Drain the uploader (bounded: records the master refuses are quarantined at once, so
+        only an unreachable master waits out the timeout) and tell the master how it ended.
+
+        The status also goes into result.json (``finalize``), which is what the master's
+        scheduler reads when the launcher exits: it learns it even if this report is lost."""
+        from mlbench.telemetry.uploader import UploadError
+
+        uploader.finish(timeout=UPLOAD_DRAIN_SECONDS)
+        status = uploader.status()
+        try:
+            uploader.report(status)
+        except UploadError:
+            pass  # result.json says it; `mlbench import` reports it again
+        finally:
+            uploader.close()
+        upload: dict[str, Any] = status.to_dict()
+        return upload
 
     def finalize(self, outcome: Outcome) -> dict[str, Any]:
         """Rank 0's result.json plus the engine's facts; on failure, rebuilt from the events."""
@@ -242,5 +267,7 @@ class LaunchSession:
                 ranks=ranks_from_events(run_dir, self.request.workers),
             )
         result["launcher"] = launcher_facts
+        if self.upload is not None:
+            result["upload"] = self.upload
         write_result(run_dir, result)
         return result

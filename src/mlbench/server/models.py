@@ -62,6 +62,10 @@ class Run(Base):
     # the executor may still hold the run (its launcher may be alive): the scheduler watches
     # it, counts its workers against capacity, and it cannot be deleted
     active: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # how the run's event upload ended (``UploadOut``: complete, uploaded, quarantined,
+    # pending, reason, stored), as its launcher or ``mlbench import`` reported it and this
+    # master checked it; None until someone reports (migration 0006)
+    upload: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Event(Base):

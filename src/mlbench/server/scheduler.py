@@ -20,13 +20,13 @@ import threading
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, object_session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from mlbench.errors import MlbenchError
 from mlbench.server.auth import create_token, revoke_upload_tokens
 from mlbench.server.executor import Executor
 from mlbench.server.models import Run
-from mlbench.server.services import run_config
+from mlbench.server.services import record_upload_from_result, run_config
 from mlbench.server.states import TERMINAL_STATES, RunState, transition
 
 log = logging.getLogger("mlbench.scheduler")
@@ -72,8 +72,9 @@ class Scheduler:
     def _alive(self, run: Run) -> bool:
         return run.executor_ref is not None and self.executor.alive(run.executor_ref)
 
-    def _finish(self, run: Run, default_reason: str) -> None:
-        """The executor no longer runs it: record its result, or fail the run."""
+    def _finish(self, s: Session, run: Run, default_reason: str) -> None:
+        """The executor no longer runs it: record its result (and how its upload ended), or
+        fail the run."""
         ref = run.executor_ref
         result = self.executor.outcome(ref) if ref else None
         state = result.get("state") if result is not None else None
@@ -82,6 +83,7 @@ class Scheduler:
                 transition(run, state, result.get("reason"))
             run.result = result
             run.official = bool(result.get("official"))
+            record_upload_from_result(s, run)
         elif run.state == RunState.RUNNING:
             # the launcher's own words (e.g. an unwritable run directory) beat a generic reason
             error = self.executor.failure(ref) if ref else None
@@ -89,15 +91,13 @@ class Scheduler:
             transition(run, RunState.FAILED, reason)
         run.finished_at = run.finished_at or datetime.now(UTC)
         run.active = False
-        session = object_session(run)
-        assert session is not None, "a run being finished belongs to a session"
-        revoke_upload_tokens(session, run.id)  # its launcher has exited: nothing left to send
+        revoke_upload_tokens(s, run.id)  # its launcher has exited: nothing left to send
 
     def reconcile(self) -> None:
         with self.sessions() as s:
             for run in s.scalars(select(Run).where(Run.state == RunState.RUNNING)):
                 if not self._alive(run):
-                    self._finish(run, "master restarted")
+                    self._finish(s, run, "master restarted")
             s.commit()
 
     def tick(self) -> None:
@@ -108,7 +108,7 @@ class Scheduler:
             # watch: runs whose executor is done with them; cancelled runs it still runs
             for run in s.scalars(select(Run).where(Run.active)):
                 if not self._alive(run):
-                    self._finish(run, "launcher exited without writing result.json")
+                    self._finish(s, run, "launcher exited without writing result.json")
                 elif run.state == RunState.CANCELLED:
                     assert run.executor_ref is not None
                     self.executor.stop(run.executor_ref)

@@ -20,15 +20,16 @@ from typing import Annotated, Any, Literal, NotRequired
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
+from mlbench import limits
 from mlbench.server.executor import run_files
 from mlbench.server.models import Event, Run
 from mlbench.server.states import RunState
 from mlbench.vocab import EVENT_KINDS, Backend, EventKind, Goal, vocabularies
 
 MAX_BATCH = 10_000
-RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+RUN_ID = limits.RUN_ID_PATTERN
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._/:+-]*$"  # tasks, algorithms
-PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+PRINTABLE = limits.PRINTABLE
 
 # ---------------------------------------------------------------------------- requests
 
@@ -48,6 +49,20 @@ class RunRequest(BaseModel):
     )
 
 
+class UploadIn(BaseModel):
+    """How a run's event upload ended, as the uploader saw it (``UploadStatus`` in
+    ``telemetry/uploader.py``; also result.json's ``upload``)."""
+
+    complete: bool = Field(description="every record of the run's event files is stored")
+    uploaded: int = Field(0, ge=0, le=2**62, description="records the master acknowledged")
+    quarantined: int = Field(
+        0, ge=0, le=2**62, description="records the master refused (upload-quarantine.jsonl)"
+    )
+    pending: int = Field(0, ge=0, le=2**62, description="records not sent")
+    reason: str | None = Field(None, max_length=10_000, pattern=r"^[^\x00]*$")
+    drain_seconds: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
+
+
 class ImportRequest(BaseModel):
     run_id: str = Field(min_length=1, max_length=64, pattern=RUN_ID)
     result: dict[str, Any] = Field(description="the run's result.json")
@@ -61,19 +76,22 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]  # NaN and ±inf are sent 
 
 
 class EventIn(TypedDict):
-    """One record of a rank's event file (docs/events.md), i.e. one row of the events table."""
+    """One record of a rank's event file (docs/events.md), i.e. one row of the events table.
 
-    run_id: Annotated[str, Field(max_length=64, pattern=RUN_ID)]
-    rank: Annotated[int, Field(ge=0, le=1_000_000)]
-    seq: Annotated[int, Field(ge=0, le=2**62)]
+    Its bounds are ``mlbench.limits``, which the writer (``telemetry/events.make_record``)
+    enforces too: a record the writer let through is one this schema accepts."""
+
+    run_id: Annotated[str, Field(min_length=1, max_length=limits.RUN_ID_MAX, pattern=RUN_ID)]
+    rank: Annotated[int, Field(ge=0, le=limits.RANK_MAX)]
+    seq: Annotated[int, Field(ge=0, le=limits.SEQ_MAX)]
     time: Finite
-    step: Annotated[int, Field(ge=0, le=2**62)]
+    step: Annotated[int, Field(ge=0, le=limits.STEP_MAX)]
     epoch: Finite
     # a Literal of the plain strings (not the enum): validated in Rust, stored as text
     kind: Literal[tuple(sorted(k.value for k in EVENT_KINDS))]  # type: ignore[valid-type]
-    name: Annotated[str, Field(min_length=1, max_length=64, pattern=PRINTABLE)]
+    name: Annotated[str, Field(min_length=1, max_length=limits.NAME_MAX, pattern=PRINTABLE)]
     value: Finite | None
-    unit: NotRequired[Annotated[str, Field(max_length=16, pattern=PRINTABLE)] | None]
+    unit: NotRequired[Annotated[str, Field(max_length=limits.UNIT_MAX, pattern=PRINTABLE)] | None]
 
 
 class EventBatch(TypedDict):
@@ -196,6 +214,19 @@ class RunOut(BaseModel):
     finished_at: str | None
     result: dict[str, Any] | None = Field(description="its result.json, once it has one")
     has_logs: bool = Field(description="this master ran it: /logs and log streaming work")
+    upload: UploadOut | None = Field(
+        None,
+        description="how its event upload ended; null until reported (while it runs, or a run "
+        "imported from a result.json without upload facts). complete false: some events are "
+        "not on this master; `mlbench import RUN_DIR` completes it",
+    )
+
+
+class UploadOut(UploadIn):
+    """A run's upload status as this master holds it: the uploader's report, checked against
+    the events stored (a report of ``complete`` with fewer events stored is not complete)."""
+
+    stored: int = Field(description="events this master held for the run when it was told")
 
 
 class RunsOut(BaseModel):
@@ -307,6 +338,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "finished_at": iso(run.finished_at),
         "result": run.result,
         "has_logs": run_files(run.executor_ref) is not None,
+        "upload": run.upload,
     }
 
 

@@ -16,13 +16,14 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from pydantic import ValidationError
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from mlbench.config import to_dict
 from mlbench.errors import MlbenchError
 from mlbench.server.models import Event, Run
-from mlbench.server.schemas import ImportRequest, RunRequest
+from mlbench.server.schemas import ImportRequest, RunRequest, UploadIn
 from mlbench.server.states import TERMINAL_STATES, RunState, transition
 
 
@@ -231,8 +232,42 @@ def import_run(s: Session, req: ImportRequest) -> Run:
     run.state, run.reason = state, result.get("reason")
     run.official, run.result = bool(result.get("official")), result
     run.finished_at = datetime.now(UTC)
+    record_upload_from_result(s, run)
     s.commit()
     return run
+
+
+def record_upload(s: Session, run: Run, status: UploadIn) -> None:
+    """Keep how the run's upload ended (``runs.upload``, and ``upload`` in its result), checked
+    against what is stored: a report of ``complete`` while this master holds fewer events than
+    were acknowledged is recorded as incomplete. The caller commits.
+
+    Why check: the report comes from the uploader, but completeness is a fact about this
+    database (an import into a fresh master, a run deleted and re-imported without events)."""
+    stored = s.scalar(select(func.count()).select_from(Event).where(Event.run_id == run.id)) or 0
+    upload = status.model_dump()
+    if upload["complete"] and stored < status.uploaded:
+        upload["complete"] = False
+        upload["reason"] = (
+            f"this master holds {stored} of the run's {status.uploaded} uploaded events; "
+            "`mlbench import RUN_DIR` sends them again"
+        )
+    run.upload = {**upload, "stored": int(stored)}
+    if isinstance(run.result, dict):  # one truth: the stored result says the same
+        run.result = {**run.result, "upload": upload}
+
+
+def record_upload_from_result(s: Session, run: Run) -> None:
+    """The ``upload`` of the run's result.json, when it has a valid one (a launcher that could
+    not reach the master at the end wrote it there only)."""
+    facts = run.result.get("upload") if isinstance(run.result, dict) else None
+    if not isinstance(facts, dict):
+        return
+    try:
+        status = UploadIn.model_validate(facts)
+    except ValidationError:
+        return  # not ours to refuse here: the result is kept as it is
+    record_upload(s, run, status)
 
 
 def cancel_run(s: Session, run: Run) -> None:

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
+from mlbench import limits
 from mlbench.server.deps import Caller, Reader, RunId, SessionDep, State, get_run
 from mlbench.server.eventstore import insert_events, series_points
 from mlbench.server.models import Event, Run
@@ -21,12 +22,15 @@ from mlbench.server.schemas import (
     IngestOut,
     MetricsOut,
     PhasesOut,
+    RunOut,
     SeriesOut,
+    UploadIn,
     body_errors,
     errors,
     inline_schema,
+    run_json,
 )
-from mlbench.server.services import FieldError
+from mlbench.server.services import FieldError, record_upload
 from mlbench.server.states import TERMINAL_STATES
 from mlbench.vocab import EVENT_KINDS, EventKind
 
@@ -126,6 +130,19 @@ def ingest(
     return IngestOut(received=len(rows), inserted=inserted)
 
 
+@router.put("/upload", response_model=RunOut, responses=errors(401, 403, 404, 413))
+def report_upload(
+    run_id: RunId, status: UploadIn, run: Annotated[Run, Depends(uploader)], s: SessionDep
+) -> dict[str, Any]:
+    """How the run's event upload ended (its launcher, or ``mlbench import``, at the end):
+    ``complete`` false says some events are not here — refused and quarantined, or not sent.
+    Checked against the events stored. Needs an admin token, or this run's upload token while
+    the run has not ended."""
+    record_upload(s, run, status)
+    s.commit()
+    return run_json(run)
+
+
 @router.get("/metrics", dependencies=[Reader], responses=errors(401, 403, 404))
 def metrics(run_id: RunId, s: SessionDep) -> MetricsOut:
     """Which (kind, name) series the run has, with their unit and event count."""
@@ -183,7 +200,7 @@ def series(
     run_id: RunId,
     s: SessionDep,
     kind: str = Query(max_length=16),
-    name: str = Query(max_length=64, pattern=PRINTABLE),
+    name: str = Query(max_length=limits.NAME_MAX, pattern=PRINTABLE),
     rank: int | None = Query(None, ge=0, le=1_000_000),
     since: float | None = Query(None, description="only events with time > since"),
     max_points: int = Query(1000, ge=1, le=100_000),

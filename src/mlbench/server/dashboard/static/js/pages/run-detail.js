@@ -48,6 +48,19 @@ const PHASES_MS = 3000;
 const LOG_CAP = 1_000_000; // characters kept per rank and stream (the newest)
 const AXIS_KEY = "mlbench.axis";
 
+// What an incomplete upload means for this page, and how to complete it (docs/events.md).
+function uploadText(up) {
+  const parts = [];
+  if (up.quarantined) parts.push(`${up.quarantined} refused by this master (kept in upload-quarantine.jsonl in the run directory)`);
+  if (up.pending) parts.push(`${up.pending} not sent`);
+  const missing = parts.length ? parts.join(", ") : "some events are missing";
+  return (
+    `Upload incomplete: ${missing}; ${up.stored} events are here. Charts and totals lack the rest. ` +
+    `\`mlbench import RUN_DIR\` completes it once the refused lines are fixed or removed.` +
+    (up.reason ? ` (${up.reason})` : "")
+  );
+}
+
 export async function mount(root, { id, signal }) {
   const page = new RunDetail(root, id, signal);
   await page.start();
@@ -126,6 +139,7 @@ class RunDetail {
       state: h("span"),
       meta: h("p", { class: "meta", dataset: { testid: "run-meta" } }),
       reason: h("p", { class: "reason", role: "note", dataset: { testid: "run-reason" }, hidden: true }),
+      upload: h("p", { class: "reason", role: "note", dataset: { testid: "run-upload" }, hidden: true }),
       live: h("span", { class: "live", dataset: { testid: "live-status" } }),
       actionMsg: h("p", { class: "field-error", role: "alert", dataset: { testid: "action-error" } }),
       cards: h("div", { class: "cards", dataset: { testid: "summary" } }),
@@ -204,6 +218,7 @@ class RunDetail {
       ),
       this.el.meta,
       this.el.reason,
+      this.el.upload,
       this.el.actionMsg,
       this.el.cards,
       h(
@@ -277,6 +292,10 @@ class RunDetail {
     );
     this.el.reason.hidden = !r.reason;
     this.el.reason.textContent = r.reason ? `Reason: ${r.reason}` : "";
+    // the run's events did not all reach this master: its charts and totals are missing some
+    const up = r.upload;
+    this.el.upload.hidden = !up || up.complete;
+    this.el.upload.textContent = this.el.upload.hidden ? "" : uploadText(up);
     const terminal = TERMINAL.has(r.state);
     this.btn.cancel.hidden = terminal;
     this.btn.del.hidden = !terminal;
