@@ -578,3 +578,27 @@ def test_an_imported_result_brings_its_upload_status(client: TestClient) -> None
     assert again.json()["upload"]["complete"] is False
     plain = client.post("/api/runs/import", json={"run_id": "imp-2", "result": result}).json()
     assert plain["upload"] is None  # a local run without upload facts
+
+
+def test_an_import_never_overwrites_a_live_run_or_rewrites_how_a_run_ended(
+    client: TestClient, engine: Engine
+) -> None:
+    """Before: ``/api/runs/import`` overwrote any run, whatever its state (item 9 of the probe)."""
+    live = _create(client)
+    with Session(engine) as s:  # as the scheduler leaves a run it admitted
+        run = s.get(Run, live["id"])
+        assert run is not None
+        transition(run, "running")
+        run.active = True
+        s.commit()
+    result = {"schema_version": 1, "state": "finished", "task": "epsilon-logreg", "world_size": 1}
+    over = client.post("/api/runs/import", json={"run_id": live["id"], "result": result})
+    assert over.status_code == 409 and "is running on this master" in over.json()["detail"]
+    assert client.get(f"/api/runs/{live['id']}").json()["state"] == "running"
+    done = client.post("/api/runs/import", json={"run_id": "imp-x", "result": result})
+    assert done.status_code == 200
+    failed = result | {"state": "failed", "reason": "rewritten"}
+    turned = client.post("/api/runs/import", json={"run_id": "imp-x", "result": failed})
+    assert turned.status_code == 409 and "cannot make it failed" in turned.json()["detail"]
+    again = client.post("/api/runs/import", json={"run_id": "imp-x", "result": result})
+    assert again.status_code == 200 and again.json()["state"] == "finished"

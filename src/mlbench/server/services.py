@@ -184,11 +184,29 @@ def run_config(run: Run, data_dir: str | None) -> dict[str, Any]:
 _IMPORT_LIMITS = {"task": 64, "backend": 16, "algorithm": 128, "goal": 8, "reason": 10_000}
 
 
+def _check_reimport(run: Run, state: str) -> None:
+    """A run this master knows may be imported over only when no executor of this master holds
+    it, and never to change how it ended (409, ``RunBusy``): not while it runs here (its
+    launcher still writes it), not to turn a finished run into a failed one. A queued run that
+    nothing here admitted may take the outcome of where it really ran (``mlbench run --upload
+    --run-id``, then ``mlbench import``)."""
+    if run.active or run.state == RunState.RUNNING:
+        raise RunBusy(
+            f"run {run.id} is running on this master; an import cannot overwrite it "
+            "(cancel it first)"
+        )
+    if run.state in TERMINAL_STATES and run.state != state:
+        raise RunBusy(
+            f"run {run.id} ended {run.state} on this master; an import cannot make it {state}"
+        )
+
+
 def import_run(s: Session, req: ImportRequest) -> Run:
     """Record a run that ran elsewhere (``mlbench import``); re-importing updates it.
 
-    An import records an outcome, it does not move a run along the state machine: the stored
-    state is the result's, whatever the row said before."""
+    An import records an outcome: a new run is stored in the result's (terminal) state. It never
+    moves an existing run along the state machine (:func:`_check_reimport`): re-importing a run
+    that ended here updates its result and completes its events, nothing more."""
     from mlbench.results.summary import migrate
 
     try:
@@ -217,6 +235,8 @@ def import_run(s: Session, req: ImportRequest) -> Run:
     if not isinstance(workers, int) or not 1 <= workers <= 1_000_000:
         raise FieldError("result", "world_size must be an integer from 1 to 1,000,000")
     run = s.get(Run, req.run_id)
+    if run is not None:
+        _check_reimport(run, state)
     if run is None:
         run = Run(
             id=req.run_id,
