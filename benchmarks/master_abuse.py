@@ -96,7 +96,10 @@ def main() -> int:
     p.add_argument("--mb", type=int, default=200, help="MB actually sent in the big bodies")
     p.add_argument("--events", type=int, default=200_000, help="events in the big batch")
     p.add_argument("--no-record", action="store_true", help="don't append to RESULTS.md")
+    p.add_argument("--quick", action="store_true", help="20 MB and 20,000 events (smoke test)")
     args = p.parse_args()
+    if args.quick:
+        args.mb, args.events = 20, 20_000
     size = args.mb * 2**20
     with tempfile.TemporaryDirectory() as home:
         proc, url, token = start_master(Path(home))
@@ -124,9 +127,11 @@ def main() -> int:
             ),
         }
         rows = []
+        met = True
         try:
             for name, send in cases.items():
                 r = attack(url, proc.pid, send)
+                met &= r["status"] == 413 and r["peak_mib"] < 20 and r["health_worst_s"] < 1
                 rows.append(
                     [
                         name,
@@ -152,6 +157,10 @@ def main() -> int:
             "worst health check (s)",
         ],
         rows,
+    )
+    body += (
+        f"\n\nThe target (every request refused with 413 before it is read: RSS peak < 20 MiB over "
+        f"the baseline, every health check < 1 s): {'met' if met else 'MISSED'}.\n"
     )
     return finish("Master under hostile requests (issue 12)", body, args.no_record)
 

@@ -18,6 +18,7 @@ SCRIPTS = {
     "throughput_1a.py": True,
     "data_pipeline.py": True,
     "ingest.py": False,
+    "master_abuse.py": False,
 }
 
 
