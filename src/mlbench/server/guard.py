@@ -153,10 +153,13 @@ async def _reply(
 
 
 #: Every response's security headers. The dashboard and the API serve only their own files and
-#: JSON: scripts, styles and connections come from this origin alone (no CDN, no inline script
-#: or style attribute), and no other site may frame a page that holds a token.
+#: JSON: scripts, styles and connections come from this origin alone (no CDN, no inline or
+#: evaluated script), and no other site may frame a page that holds a token. Inline *styles*
+#: are allowed: the vendored Plotly injects its stylesheet and styles its SVG through style
+#: attributes, and a style can neither run code nor send a token anywhere under these rules.
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
