@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="start the master: REST API and results database",
         description="Start the master. Database: a SQLite file under $MLBENCH_HOME, or "
         "PostgreSQL when MLBENCH_DATABASE_URL is set (postgresql://user@host:port/db). "
-        "Migrations run on start. API docs at /docs, schema at /openapi.json.",
+        "Migrations run on start. The API schema is at /openapi.json; limits and tokens: "
+        "docs/server.md.",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
