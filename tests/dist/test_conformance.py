@@ -3,6 +3,7 @@ and reaches task 2a's light goal on a9a where it should."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,10 @@ SCHEMES = [(name, []) for name in ALGORITHMS] + [
 
 def _run(ctx: DistContext, task_name: str, overrides: list[str], out: Path) -> dict[str, Any]:
     task, cfg = resolve_config(task_name, overrides=overrides)
-    run_dir = out / f"{task_name}-{'-'.join(overrides)}".replace("/", "_")[:120]
+    # a run id within the record contract (≤ 64 characters of [A-Za-z0-9._-]): named by a hash
+    # of the overrides, which hold "=", "/" and paths
+    digest = hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:12]
+    run_dir = out / f"{task_name}-{digest}"
     run_dir.mkdir(parents=True, exist_ok=True)
     events = EventWriter(run_dir / f"rank-{ctx.rank}.jsonl", run_dir.name, ctx.rank)
     try:
