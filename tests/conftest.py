@@ -43,16 +43,14 @@ def real_data() -> Path:
             capture_output=True,
         )
         marker.write_text("ok\n")
+    _ensure_wikitext2(dest)
     return dest
 
 
-@pytest.fixture(scope="session")
-def real_wikitext2() -> Path:
-    """The official ``wiki.{train,valid,test}.tokens`` folder (DEST/wikitext2/wikitext-2).
-
-    Materialised on first use beside the other datasets, checked by its own files rather than by
-    ``real_data``'s marker, which predates WikiText-2 (0.4 s: three xz files)."""
-    dest = Path(os.environ.get("MLBENCH_TEST_DATA", REPO / ".data"))
+def _ensure_wikitext2(dest: Path) -> Path:
+    """DEST/wikitext2/wikitext-2 with the official ``wiki.{train,valid,test}.tokens``, written on
+    first use. Checked by its files, not by ``real_data``'s marker: folders materialised before
+    WikiText-2 was used have the marker and no WikiText-2 (0.4 s: three xz files)."""
     folder = dest / "wikitext2" / "wikitext-2"
     names = ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens")
     if not all((folder / n).is_file() for n in names):
@@ -64,3 +62,9 @@ def real_wikitext2() -> Path:
             capture_output=True,
         )
     return folder
+
+
+@pytest.fixture(scope="session")
+def real_wikitext2() -> Path:
+    """The folder of the official WikiText-2 files (without materialising the other datasets)."""
+    return _ensure_wikitext2(Path(os.environ.get("MLBENCH_TEST_DATA", REPO / ".data")))
