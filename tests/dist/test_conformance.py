@@ -3,6 +3,7 @@ and reaches task 2a's light goal on a9a where it should."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,9 @@ def _run(ctx: DistContext, task_name: str, overrides: list[str], out: Path) -> d
     task, cfg = resolve_config(task_name, overrides=overrides)
     run_dir = out / f"{task_name}-{'-'.join(overrides)}".replace("/", "_")[:120]
     run_dir.mkdir(parents=True, exist_ok=True)
-    events = EventWriter(run_dir / f"rank-{ctx.rank}.jsonl", run_dir.name, ctx.rank)
+    # the directory name says what ran; the run id must fit the record limit (64 characters)
+    run_id = "conf-" + hashlib.sha1(run_dir.name.encode()).hexdigest()[:16]
+    events = EventWriter(run_dir / f"rank-{ctx.rank}.jsonl", run_id, ctx.rank)
     try:
         summary = train(task, cfg, ctx, events, run_dir, get_algorithm(cfg.algorithm.name))
     finally:

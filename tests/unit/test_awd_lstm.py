@@ -181,3 +181,17 @@ def test_bad_sizes_are_refused() -> None:
         AWDLSTM(10, layers=0)
     with pytest.raises(ValueError, match="dropouti"):
         AWDLSTM(10, dropouti=1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_it_runs_under_cpu_autocast(dtype: torch.dtype) -> None:
+    """oneDNN has no fp16 LSTM on CPU: the layers fall back to fp32 there; bf16 runs as is."""
+    model = small().train()
+    words = torch.randint(0, 50, (5, 2))
+    with torch.autocast("cpu", dtype=dtype):
+        out = model(words)
+        loss = out.logits.float().logsumexp(-1).mean() + activation_regularization(out, 2.0, 1.0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert out.raw[0].dtype == (torch.float32 if dtype == torch.float16 else torch.bfloat16)
+    assert all(p.grad is not None for p in model.parameters())

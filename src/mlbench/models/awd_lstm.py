@@ -100,6 +100,21 @@ class WeightDropLSTM(nn.Module):
     def forward(
         self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        if (
+            x.device.type == "cpu"
+            and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.float16
+        ):
+            # oneDNN has no fp16 LSTM on CPU ("could not create a primitive descriptor"): under
+            # CPU fp16 autocast this layer runs in fp32 (bf16 and CUDA fp16 run as asked)
+            with torch.autocast("cpu", enabled=False):
+                h, c = state
+                return self._forward(x.float(), (h.float(), c.float()))
+        return self._forward(x, state)
+
+    def _forward(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         if self.training and self.weight_drop > 0.0:
             raw = self.lstm.weight_hh_l0
             assert isinstance(raw, torch.Tensor)
