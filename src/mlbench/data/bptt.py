@@ -39,7 +39,8 @@ MIN_LEN = 5
 class Window(NamedTuple):
     """One BPTT window: ``inputs`` and ``targets`` are ``[seq_len, columns]`` token ids, the
     targets one row later. ``seq_len`` is carried separately so the task can scale the step's lr
-    by ``seq_len / 70`` without looking at shapes."""
+    by ``seq_len / 70`` without looking at shapes. It is the window's real length: the reference
+    scales by the drawn length, which differs only for an epoch's last window when it is cut."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
