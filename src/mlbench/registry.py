@@ -20,6 +20,7 @@ TASKS: dict[str, str] = {
     "comm-backend": "mlbench.tasks.comm_backend:CommBackend",
     "cifar10-resnet20": "mlbench.tasks.cifar10_resnet20:Cifar10ResNet20",
     "epsilon-logreg": "mlbench.tasks.epsilon_logreg:EpsilonLogReg",
+    "wikitext2-lstm": "mlbench.tasks.wikitext2_lstm:WikiText2LSTM",
 }
 
 ALGORITHMS: dict[str, str] = {

@@ -3,6 +3,9 @@
 It sits in the bottom layer (DESIGN §3) so a task can build or bring its own schedule (inverse-sqrt
 warm-up, exponential warm-up + step decay, an NT-ASGD switch) without importing the loop.
 
+:class:`NTASGDSchedule` with :class:`AveragingSGD` is task 3a's: a constant lr, then averaged
+weights from a trigger on the validation loss.
+
 :class:`LRSchedule` is the reference schedule shape of tasks 1a and 2a: linear warm-up, then
 reduce-on-plateau on validation loss. Warm-up is applied per step (linear from
 the base lr to the scaled lr); once warm-up is over, torch's ``ReduceLROnPlateau`` owns the lr and
@@ -11,8 +14,10 @@ is stepped at each evaluation.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -103,3 +108,118 @@ class LRSchedule:
     def on_eval(self, val_loss: float, step: int) -> None:
         if self._plateau is not None and step >= self.warmup_steps:
             self._plateau.step(val_loss)
+
+
+class AveragingSGD(torch.optim.SGD):
+    """Plain SGD that, once :meth:`start_averaging` is called, also keeps the running mean of the
+    weights after every step (the "A" of NT-ASGD, task 3a).
+
+    Why not ``torch.optim.ASGD``: it reads the lr for its averaging from the step before, so the
+    per-window lr factor of 3a lands one step late. Here a step is SGD's step and the mean is
+    ``ax += (p − ax)/n`` after it — exactly the mean of the n weights seen since the switch (the
+    reference ASGD with ``t0=0, lambd=0``). The mean lives in the optimizer's state (``"ax"``)
+    and the count in the param groups, so a checkpoint carries both.
+    """
+
+    def __init__(self, params: Iterable[Any], **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        for group in self.param_groups:
+            group.setdefault("averaging", False)
+            group.setdefault("averaged_steps", 0)
+
+    @property
+    def averaged_steps(self) -> int:
+        return int(self.param_groups[0]["averaged_steps"])
+
+    @property
+    def averaging(self) -> bool:
+        return bool(self.param_groups[0]["averaging"])
+
+    def start_averaging(self) -> None:
+        """Average the weights after every step from the next one on."""
+        for group in self.param_groups:
+            group["averaging"] = True
+
+    def step(self, closure: Any = None) -> Any:
+        loss = super().step(closure)
+        with torch.no_grad():
+            for group in self.param_groups:
+                if not group["averaging"]:
+                    continue
+                group["averaged_steps"] += 1
+                n = group["averaged_steps"]
+                for p in group["params"]:
+                    state = self.state[p]
+                    if n == 1:
+                        state["ax"] = p.detach().clone()
+                    else:
+                        state["ax"].add_(p.detach() - state["ax"], alpha=1.0 / n)
+        return loss
+
+    @contextlib.contextmanager
+    def swap_in_average(self) -> Iterator[None]:
+        """The averaged weights in the model's parameters for the ``with`` body, then the
+        trained ones back (bit for bit)."""
+        params = [p for g in self.param_groups for p in g["params"] if "ax" in self.state[p]]
+        saved = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p in params:
+                p.copy_(self.state[p]["ax"])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, kept in zip(params, saved, strict=True):
+                    p.copy_(kept)
+
+
+class NTASGDSchedule:
+    """A constant lr, and the non-monotone trigger that starts weight averaging (the Schedule
+    protocol: ``on_step``, ``on_eval``, ``lr``).
+
+    ``nonmono``: switch at an evaluation when more than ``nonmono`` losses are recorded and the
+    current is above the minimum of all but the last ``nonmono`` (0: of all of them); None: never.
+    ``switch_at_eval``: switch at that evaluation whatever the losses (1-based).
+    The losses are the all-reduced validation losses, the same on every rank.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        lr: float,
+        nonmono: int | None,
+        switch_at_eval: int | None = None,
+    ) -> None:
+        self.optimizer = optimizer
+        self.nonmono, self.switch_at_eval = nonmono, switch_at_eval
+        self.losses: list[float] = []
+        #: the optimizer step count when averaging started (None: not yet)
+        self.switched_at: int | None = None
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def on_step(self, step: int) -> None:
+        return None
+
+    def triggered(self, val_loss: float) -> bool:
+        """Whether ``val_loss`` (not yet recorded) triggers the switch."""
+        if self.switch_at_eval is not None and len(self.losses) + 1 >= self.switch_at_eval:
+            return True
+        if self.nonmono is None or len(self.losses) <= self.nonmono:
+            return False
+        earlier = self.losses[: len(self.losses) - self.nonmono]
+        return val_loss > min(earlier)
+
+    def on_eval(self, val_loss: float, step: int) -> None:
+        if self.switched_at is not None:
+            return
+        if self.triggered(val_loss):
+            self.switched_at = step
+            if isinstance(self.optimizer, AveragingSGD):  # not so under a scheme's own optimizer
+                self.optimizer.start_averaging()
+        self.losses.append(val_loss)

@@ -121,9 +121,7 @@ def _train(
 
 def _sparse_rank(ctx: DistContext) -> dict[str, Any]:
     fraction_one = _fraction_one(ctx)
-    topk = _run_steps(
-        TopK(scheme_config("topk", fraction=TOPK_FRACTION), ctx), ctx, _model()
-    )
+    topk = _run_steps(TopK(scheme_config("topk", fraction=TOPK_FRACTION), ctx), ctx, _model())
     no_ef = _run_steps(
         TopK(scheme_config("topk", fraction=TOPK_FRACTION, error_feedback=False), ctx),
         ctx,

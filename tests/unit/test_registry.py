@@ -20,12 +20,14 @@ from mlbench.tasks.base import Task
 
 
 def test_task_names():
-    assert task_names() == ["comm-backend", "cifar10-resnet20", "epsilon-logreg"]
-    assert training_task_names() == ["cifar10-resnet20", "epsilon-logreg"]
+    builtins = ["comm-backend", "cifar10-resnet20", "epsilon-logreg", "wikitext2-lstm"]
+    assert task_names() == builtins
+    assert training_task_names() == builtins[1:]
 
 
 @pytest.mark.parametrize(
-    ("name", "task_id"), [("cifar10-resnet20", "1a"), ("epsilon-logreg", "2a")]
+    ("name", "task_id"),
+    [("cifar10-resnet20", "1a"), ("epsilon-logreg", "2a"), ("wikitext2-lstm", "3a")],
 )
 def test_get_task(name, task_id):
     task = get_task(name)
