@@ -130,7 +130,7 @@ def ingest(
     return IngestOut(received=len(rows), inserted=inserted)
 
 
-@router.put("/upload", response_model=RunOut, responses=errors(401, 403, 404, 413))
+@router.put("/upload", response_model=RunOut, responses=errors(400, 401, 403, 404, 413))
 def report_upload(
     run_id: RunId, status: UploadIn, run: Annotated[Run, Depends(uploader)], s: SessionDep
 ) -> dict[str, Any]:
