@@ -87,7 +87,9 @@ def test_master_killed_and_restarted_mid_run_loses_and_duplicates_nothing(
             "--set",
             "data.batch_size=16",
             "--set",
-            "train.max_steps=60",
+            # long enough to outlast the master's 3 s outage on a fast machine (60 steps once
+            # ended inside it, and "training continued while it was down" had nothing to see)
+            "train.max_steps=200",
             "--set",
             "train.log_every_steps=1",
             "--set",
