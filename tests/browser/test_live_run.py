@@ -13,13 +13,16 @@ from .conftest import api, plotted, screenshot, wait_ready
 
 pytestmark = pytest.mark.browser
 
-# a9a, light goal: evaluating every 50 steps and going on past the goal to step 400 gives a few
-# seconds of training (long enough to watch it arrive) and curves with some shape
+# a9a, light goal: evaluating every 50 steps and going on past the goal to step 1200 gives a few
+# seconds of training (long enough to watch it arrive: the uploader sends once a second, and 400
+# steps once ended within that on a fast machine) and curves with some shape; a window every 10
+# steps, not every 50 ms, so the curves have points
 OVERRIDES = [
     "data.dataset=a9a",
     "train.eval_every_steps=50",
     "train.stop_at_goal=false",
-    "train.max_steps=400",
+    "train.max_steps=1200",
+    "train.log_every_seconds=0",
 ]
 SWEEP = [2, 1]
 created: dict[str, list[dict]] = {}  # the form's runs, reused by test_compare if it runs after
