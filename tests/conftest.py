@@ -68,3 +68,27 @@ def _ensure_wikitext2(dest: Path) -> Path:
 def real_wikitext2() -> Path:
     """The folder of the official WikiText-2 files (without materialising the other datasets)."""
     return _ensure_wikitext2(Path(os.environ.get("MLBENCH_TEST_DATA", REPO / ".data")))
+
+
+def _ensure_wmt(dest: Path) -> Path:
+    """DEST/wmt with ``newstest2014.{en,de}`` (the full 3003-sentence set, raw) and
+    ``multi30k/{train,val,test_2016_flickr}.{en,de}.gz`` (real EN-DE pairs in the WMT file
+    format: one sentence per line, aligned), written on first use (no WMT training corpus is
+    available offline; the preparation code is exercised on Multi30k)."""
+    folder = dest / "wmt"
+    names = ("newstest2014.en", "newstest2014.de", "multi30k/train.en.gz", "multi30k/val.de.gz")
+    if not all((folder / n).is_file() for n in names):
+        dest.mkdir(parents=True, exist_ok=True)
+        script = str(shared_data_dir() / "materialize.py")
+        subprocess.run(
+            [sys.executable, script, str(dest), "--only", "wmt"],
+            check=True,
+            capture_output=True,
+        )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_wmt() -> Path:
+    """The folder of the real WMT test set and Multi30k (see :func:`_ensure_wmt`)."""
+    return _ensure_wmt(Path(os.environ.get("MLBENCH_TEST_DATA", REPO / ".data")))
