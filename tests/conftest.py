@@ -47,21 +47,24 @@ def real_data() -> Path:
     return dest
 
 
-def _ensure_wikitext2(dest: Path) -> Path:
-    """DEST/wikitext2/wikitext-2 with the official ``wiki.{train,valid,test}.tokens``, written on
-    first use. Checked by its files, not by ``real_data``'s marker: folders materialised before
-    WikiText-2 was used have the marker and no WikiText-2 (0.4 s: three xz files)."""
-    folder = dest / "wikitext2" / "wikitext-2"
-    names = ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens")
+def _materialize(dest: Path, only: str, folder: Path, names: tuple[str, ...]) -> Path:
+    """``folder`` once it holds ``names``: written on first use by ``materialize.py --only
+    ONLY``. Checked by its files, not by ``real_data``'s marker: folders materialised before a
+    dataset was used have the marker and not that dataset."""
     if not all((folder / n).is_file() for n in names):
         dest.mkdir(parents=True, exist_ok=True)
         script = str(shared_data_dir() / "materialize.py")
         subprocess.run(
-            [sys.executable, script, str(dest), "--only", "wikitext2"],
-            check=True,
-            capture_output=True,
+            [sys.executable, script, str(dest), "--only", only], check=True, capture_output=True
         )
     return folder
+
+
+def _ensure_wikitext2(dest: Path) -> Path:
+    """DEST/wikitext2/wikitext-2 with the official ``wiki.{train,valid,test}.tokens`` (0.4 s:
+    three xz files)."""
+    names = ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens")
+    return _materialize(dest, "wikitext2", dest / "wikitext2" / "wikitext-2", names)
 
 
 @pytest.fixture(scope="session")
@@ -73,19 +76,10 @@ def real_wikitext2() -> Path:
 def _ensure_wmt(dest: Path) -> Path:
     """DEST/wmt with ``newstest2014.{en,de}`` (the full 3003-sentence set, raw) and
     ``multi30k/{train,val,test_2016_flickr}.{en,de}.gz`` (real EN-DE pairs in the WMT file
-    format: one sentence per line, aligned), written on first use (no WMT training corpus is
-    available offline; the preparation code is exercised on Multi30k)."""
-    folder = dest / "wmt"
+    format: one sentence per line, aligned). No WMT training corpus is available offline: the
+    preparation code is exercised on Multi30k."""
     names = ("newstest2014.en", "newstest2014.de", "multi30k/train.en.gz", "multi30k/val.de.gz")
-    if not all((folder / n).is_file() for n in names):
-        dest.mkdir(parents=True, exist_ok=True)
-        script = str(shared_data_dir() / "materialize.py")
-        subprocess.run(
-            [sys.executable, script, str(dest), "--only", "wmt"],
-            check=True,
-            capture_output=True,
-        )
-    return folder
+    return _materialize(dest, "wmt", dest / "wmt", names)
 
 
 @pytest.fixture(scope="session")
