@@ -223,3 +223,85 @@ class NTASGDSchedule:
             if isinstance(self.optimizer, AveragingSGD):  # not so under a scheme's own optimizer
                 self.optimizer.start_averaging()
         self.losses.append(val_loss)
+
+
+class WarmupStepDecay:
+    """Task 4a's schedule (MLPerf GNMT): exponential warm-up, then step decay.
+
+    Warm-up over ``warmup_steps`` from ``warmup_start·lr``: lr·s^(warmup_steps − step) with
+    s = warmup_start^(−1/warmup_steps) (so 0.01·lr at step 0, lr at ``warmup_steps``). Then, from
+    ``decay_start`` (40 % of the planned steps) on, ×``factor`` once, and again every
+    ``decay_interval`` (5 % of the plan), ``decay_steps`` times at most.
+
+    ``counts_applied_steps``: the loop passes the number of *applied* updates, so a step skipped
+    on an fp16 overflow does not advance the schedule (as in the reference).
+    """
+
+    counts_applied_steps = True
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        lr: float,
+        warmup_steps: int,
+        warmup_start: float,
+        decay_start: int,
+        decay_interval: int,
+        decay_steps: int,
+        factor: float,
+    ) -> None:
+        self.optimizer, self.base_lr = optimizer, lr
+        self.warmup_steps, self.warmup_start = warmup_steps, warmup_start
+        self.decay_start, self.decay_interval = decay_start, max(1, decay_interval)
+        self.decay_steps, self.factor = decay_steps, factor
+        self.on_step(0)
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            left = (self.warmup_steps - step) / self.warmup_steps
+            return self.base_lr * self.warmup_start**left
+        if step < self.decay_start:
+            return self.base_lr
+        n = min((step - self.decay_start) // self.decay_interval + 1, self.decay_steps)
+        return self.base_lr * self.factor**n
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def on_step(self, step: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+
+    def on_eval(self, val_loss: float, step: int) -> None:
+        return None
+
+
+class InverseSqrt:
+    """Task 4b's schedule (the Transformer's): linear warm-up from 0 over ``warmup_steps``, then
+    lr·√(warmup_steps/n). ``n`` is the 1-based count of applied updates, so the first update
+    uses lr/warmup_steps rather than a wasted lr of 0."""
+
+    counts_applied_steps = True
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, lr: float, warmup_steps: int) -> None:
+        self.optimizer, self.base_lr, self.warmup_steps = optimizer, lr, max(1, warmup_steps)
+        self.on_step(0)
+
+    def lr_at(self, step: int) -> float:
+        n = step + 1
+        if n <= self.warmup_steps:
+            return self.base_lr * n / self.warmup_steps
+        return self.base_lr * math.sqrt(self.warmup_steps / n)
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def on_step(self, step: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+
+    def on_eval(self, val_loss: float, step: int) -> None:
+        return None

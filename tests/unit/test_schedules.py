@@ -192,3 +192,50 @@ def test_fractional_warmup_steps_round_up():
     opt = build_sgd(cfg.optim, torch.nn.Linear(3, 2), 3)
     s = build_sgd_schedule(cfg.optim, opt, 3, steps_per_epoch=10)
     assert s.warmup_steps == math.ceil(math.log2(3) * 10) == 16
+
+
+def _sgd() -> torch.optim.Optimizer:
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+
+
+def test_gnmt_schedule_exponential_warmup_then_four_halvings() -> None:
+    """4a (MLPerf GNMT): 0.01·lr at step 0 rising geometrically to lr at 200; ×0.5 at 40 % of
+    the plan and every 5 % after, four times at most."""
+    from mlbench.schedules import WarmupStepDecay
+
+    plan = 1000
+    opt = _sgd()
+    s = WarmupStepDecay(
+        opt,
+        lr=2e-3,
+        warmup_steps=200,
+        warmup_start=0.01,
+        decay_start=int(0.4 * plan),
+        decay_interval=int(0.05 * plan),
+        decay_steps=4,
+        factor=0.5,
+    )
+    assert s.lr == pytest.approx(2e-5)  # set at construction: the first update's lr
+    assert s.lr_at(100) == pytest.approx(2e-3 * 0.1)  # halfway in log space: √0.01
+    assert s.lr_at(200) == pytest.approx(2e-3)
+    assert s.lr_at(399) == pytest.approx(2e-3)
+    expected = {400: 1e-3, 449: 1e-3, 450: 5e-4, 500: 2.5e-4, 550: 1.25e-4, 600: 1.25e-4}
+    for step, lr in expected.items():
+        s.on_step(step)
+        assert s.lr == pytest.approx(lr), step
+    # geometric warm-up: a constant ratio between consecutive steps
+    ratios = {round(s.lr_at(i + 1) / s.lr_at(i), 12) for i in range(199)}
+    assert len(ratios) == 1
+
+
+def test_inverse_sqrt_linear_warmup_then_decay() -> None:
+    from mlbench.schedules import InverseSqrt
+
+    opt = _sgd()
+    s = InverseSqrt(opt, lr=1.976e-3, warmup_steps=1000)
+    assert s.lr == pytest.approx(1.976e-3 / 1000)  # the first update: not a wasted lr of 0
+    assert s.lr_at(499) == pytest.approx(1.976e-3 * 0.5)
+    assert s.lr_at(999) == pytest.approx(1.976e-3)  # the 1000th update: the peak
+    assert s.lr_at(3999) == pytest.approx(1.976e-3 * 0.5)  # √(1000/4000)
+    s.on_step(3999)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.976e-3 * 0.5)

@@ -141,8 +141,9 @@ class LaunchSession:
         runs.validate_run(task, cfg, r.workers)
         info = task.prepare_data(cfg)
         per_rank = info.train_size // r.workers
-        need = cfg.data.batch_size * cfg.train.accumulate
-        if isinstance(task, Task) and per_rank < need:
+        if isinstance(task, Task) and per_rank < (
+            need := cfg.data.batch_size * task.accumulation(cfg, r.workers)
+        ):
             raise ConfigError(
                 f"{r.workers} workers is impossible here: each would get {per_rank} of "
                 f"{info.train_size} training samples, less than one step ({need} samples)"

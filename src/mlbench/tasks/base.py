@@ -365,6 +365,13 @@ class Task(TaskBase):
     ) -> Schedule:
         """The lr schedule; every lr it sets (incl. the minimum) is multiplied by ``lr_scale``."""
 
+    def accumulation(self, cfg: RunConfig, world_size: int) -> int:
+        """Micro-batches per optimizer step on ``world_size`` ranks. Default:
+        ``train.accumulate``. Tasks whose spec fixes the *global* batch (4a: 2,048 sentences
+        with at most 128 per worker; 4b: 2^17 tokens) derive it from ``k`` instead, so one
+        config means the same optimisation on every worker count."""
+        return cfg.train.accumulate
+
     def train_forward(self, model: torch.nn.Module, batch: Any) -> StepOut:
         """One micro-batch: forward and loss. Default: ``model(batch[0])``, :meth:`loss`, units
         = rows. Tasks with carried state (an LSTM's hidden state) override it and keep the state

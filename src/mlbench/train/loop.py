@@ -117,8 +117,12 @@ class _Trainer:
         self._global = tc.normalize == "global"
         self._clip = tc.clip_grad_norm
         self._overlaps = False  # the scheme's, set in run() once it exists
+        self._applied_only = False  # the schedule's, likewise
         #: one fp32 micro-batch per step, per-rank mean: the step as it always was (fast path)
-        self._plain = tc.accumulate == 1 and not self._global and self._fp32
+        #: micro-batches per step: ``train.accumulate``, or what the task derives from the
+        #: world size (4a/4b: a fixed global batch whatever k)
+        self._accumulate = task.accumulation(cfg, dist.world_size)
+        self._plain = self._accumulate == 1 and not self._global and self._fp32
         # _after_step's quiet stretch: before step ``_quiet_until`` and epoch ``_next_mark`` no
         # stop rule, evaluation or checkpoint can fire, only the log window (see _after_step)
         self._quiet_until = 0
@@ -182,11 +186,11 @@ class _Trainer:
         seed_everything(cfg.seed)
         data = task.build_data(cfg, dist)
         train_data, self.val_data = data.train, data.val
-        steps_per_epoch = len(train_data) // tc.accumulate  # the plan, not a promise
+        steps_per_epoch = len(train_data) // self._accumulate  # the plan, not a promise
         if steps_per_epoch == 0:
             raise ValueError(
                 f"this rank's training shard is smaller than one step "
-                f"({tc.accumulate} micro-batch(es) of data.batch_size)"
+                f"({self._accumulate} micro-batch(es) of data.batch_size)"
             )
         self.algorithm = self.algorithm_cls(cfg.algorithm, dist)
         # ``module`` is the plain model (evaluation, checkpoints); ``model`` is what trains —
@@ -210,6 +214,7 @@ class _Trainer:
             window=tc.loss_scale_window,
             max_scale=tc.loss_scale_max,
         )
+        self._applied_only = bool(getattr(self.schedule, "counts_applied_steps", False))
         self.algorithm.setup(self.model)
         self._overlaps = bool(self.algorithm.overlaps)
         setup_bytes = self._window_bytes_mark = self.algorithm.bytes_sent
@@ -283,9 +288,10 @@ class _Trainer:
             )
 
     def _fetch(self, batches: Any) -> list[Any] | None:
-        """The next step's ``train.accumulate`` micro-batches, or None at the loader's end."""
+        """The next step's micro-batches (``train.accumulate`` or the task's derived count), or
+        None at the loader's end."""
         group = []
-        for _ in range(self.cfg.train.accumulate):
+        for _ in range(self._accumulate):
             batch = next(batches, None)
             if batch is None:
                 return None
@@ -371,7 +377,10 @@ class _Trainer:
         lap("communication")
         if self._clip is not None and not skip:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self._clip)
-        self.schedule.on_step(self.step)
+        # a schedule that counts applied updates (4a/4b) does not advance on a skipped step
+        self.schedule.on_step(
+            self.step - self.precision.skipped_steps if self._applied_only else self.step
+        )
         if not skip:
             if lr_factor != 1.0:
                 groups = self.optimizer.param_groups
