@@ -237,13 +237,16 @@ class StepOut:
 
     ``loss`` is the mean over the micro-batch's ``units`` (images, samples, target tokens);
     ``lr_factor`` multiplies this step's lr (3a: sequence length / 70). Extra named values a task
-    wants logged go in ``extra`` (mean over the window).
+    wants logged go in ``extra`` (mean over the window). ``counted``: what throughput counts
+    (the task's ``unit``) when it differs from the units the loss is normalised by — 4a
+    averages over sentences but reports target tokens/s; None: ``units``.
     """
 
     loss: torch.Tensor
     units: int
     lr_factor: float = 1.0
     extra: dict[str, float] | None = None
+    counted: int | None = None
 
 
 class TaskBase(ABC):

@@ -342,6 +342,7 @@ class _Trainer:
             out.loss.backward()
             lap("backward")
             units, lr_factor = out.units, out.lr_factor
+            counted = out.counted or units
             step_loss: Any = out.loss.item() if self._loss_on_host else out.loss.detach()
         else:
             group = self._ahead if self._ahead is not None else self._fetch(batches)
@@ -350,11 +351,12 @@ class _Trainer:
             self._ahead = self._fetch(batches)
             lap("data")
             n_micro = len(group)
-            units, lr_factor, step_loss = 0, 0.0, 0.0
+            units, counted, lr_factor, step_loss = 0, 0, 0.0, 0.0
             for m, batch in enumerate(group):
                 with algo.no_sync() if m < n_micro - 1 else contextlib.nullcontext():
                     out = self._micro(batch, n_micro, m == 0)
                 units += out.units
+                counted += out.counted or out.units
                 lr_factor += out.lr_factor / n_micro
                 loss = out.loss.item() if self._loss_on_host else out.loss.detach()
                 step_loss = step_loss + loss / n_micro
@@ -403,7 +405,7 @@ class _Trainer:
         else:
             self._window_loss.add_(step_loss)  # on the device: no sync, no host copy
         self._window_steps += 1
-        self._window_samples += units
+        self._window_samples += counted
         self.step += 1
         last = self._ahead is None
         self.epoch = epoch_index + (1.0 if last else min((i + 1) / steps_per_epoch, 0.999999))
