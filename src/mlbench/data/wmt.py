@@ -291,9 +291,7 @@ def load_prepared(directory: Path, *, verify: bool = True) -> Prepared:
         refs.pop()
     test_src = Ragged(test["src_ids"], test["src_offsets"])
     if len(refs) != len(test_src):
-        raise DataError(
-            f"{refs_path} has {len(refs)} lines but test.npz {len(test_src)} sentences"
-        )
+        raise DataError(f"{refs_path} has {len(refs)} lines but test.npz {len(test_src)} sentences")
     return Prepared(
         directory=directory,
         manifest=manifest,
