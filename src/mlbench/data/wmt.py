@@ -269,7 +269,12 @@ def _npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 
 def load_vocab(directory: Path, manifest: dict[str, Any]) -> Vocab:
-    tokens = (directory / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    try:
+        tokens = (directory / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    except OSError as exc:
+        raise DataError(
+            f"{directory / 'vocab.txt'} cannot be read ({exc}): prepare again"
+        ) from None
     if tokens and tokens[-1] == "":
         tokens.pop()
     if tuple(tokens[:4]) != SPECIALS:
@@ -286,7 +291,10 @@ def load_prepared(directory: Path, *, verify: bool = True) -> Prepared:
     train = _npz(directory / "train.npz", ("src_ids", "src_offsets", "tgt_ids", "tgt_offsets"))
     test = _npz(directory / "test.npz", ("src_ids", "src_offsets"))
     refs_path = directory / f"{TEST}.{TGT_LANG}"
-    refs = refs_path.read_text(encoding="utf-8").split("\n")
+    try:
+        refs = refs_path.read_text(encoding="utf-8").split("\n")
+    except OSError as exc:
+        raise DataError(f"{refs_path} cannot be read ({exc}): prepare again") from None
     if refs and refs[-1] == "":
         refs.pop()
     test_src = Ragged(test["src_ids"], test["src_offsets"])
