@@ -110,7 +110,7 @@ def test_a_tampered_or_truncated_output_is_refused(
         wmt.check(copy)
     with pytest.raises(DataError, match="holds prepared wmt17, not wmt16"):
         wmt.check(prepared["wmt17"], "wmt16")
-    with pytest.raises(DataError, match="vocab.txt cannot be read"):
+    with pytest.raises(DataError, match=r"vocab\.txt cannot be read"):
         wmt.load_prepared(copy, verify=False)  # without the check: still a one-line error
     shutil.copyfile(prepared["wmt16"] / "vocab.txt", copy / "vocab.txt")
     assert wmt.load_prepared(copy).train.src.ids.size > 0

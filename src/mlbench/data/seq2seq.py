@@ -53,7 +53,7 @@ class PairBatch(NamedTuple):
 
 
 class EvalBatch(NamedTuple):
-    index: np.ndarray  #: positions of these sentences in the test set
+    positions: np.ndarray  #: where these sentences are in the test set
     src: torch.Tensor  #: [B, S] long, source ids + EOS, PAD-padded
     src_len: torch.Tensor  #: [B] long, incl. EOS
 
