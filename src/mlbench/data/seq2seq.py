@@ -59,19 +59,22 @@ class EvalBatch(NamedTuple):
 
 
 def _pad(seqs: Ragged, idx: np.ndarray, lead: int | None, tail: int | None) -> np.ndarray:
-    """Rows ``[lead] + ids + [tail]`` of the given sentences, PAD-padded to the longest."""
+    """Rows ``[lead] + ids + [tail]`` of the given sentences, PAD-padded to the longest: one
+    vectorised gather (a Python loop over rows costs ~0.1 ms a sentence, too slow for token
+    batches of hundreds of sentences)."""
     extra = (lead is not None) + (tail is not None)
+    idx = np.asarray(idx, dtype=np.int64)
     lengths = seqs.lengths[idx]
     out = np.full((len(idx), int(lengths.max(initial=0)) + extra), PAD, dtype=np.int64)
     start = 0
     if lead is not None:
         out[:, 0] = lead
         start = 1
-    for row, i in enumerate(idx):
-        ids = seqs[int(i)]
-        out[row, start : start + len(ids)] = ids
-        if tail is not None:
-            out[row, start + len(ids)] = tail
+    rows = np.repeat(np.arange(len(idx)), lengths)
+    within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[rows, start + within] = seqs.ids[np.repeat(seqs.offsets[idx], lengths) + within]
+    if tail is not None:
+        out[np.arange(len(idx)), start + lengths] = tail
     return out
 
 

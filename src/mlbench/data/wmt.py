@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,9 @@ class Ragged:
     def __getitem__(self, i: int) -> np.ndarray:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
-    @property
+    @cached_property
     def lengths(self) -> np.ndarray:
+        """Computed once: the batchers index it for every batch."""
         return np.diff(self.offsets)
 
     def tolist(self, i: int) -> list[int]:
