@@ -156,3 +156,30 @@ def ensure(root: Path) -> Path:
         )
     check(directory)
     return directory
+
+
+def prepare(source: Path, out: Path) -> Path:
+    """``mlbench data prepare wikitext2``: check the official files found under ``source``
+    (see :func:`find`) against the pinned sha256 and copy them to ``out/wikitext2/wikitext-2``,
+    where :func:`ensure` finds them. The pinned checksums are the manifest: nothing else is
+    written. Copies go through a temporary name, so a failed copy leaves no file behind."""
+    import os
+    import shutil
+
+    found = find(source)
+    if found is None:
+        raise DataError(
+            f"WikiText-2 not found under {source} (expected {', '.join(FILES.values())} there, "
+            f"in {DIRNAME}/ or in wikitext2/{DIRNAME}/)"
+        )
+    check(found)
+    target = out / "wikitext2" / DIRNAME
+    target.mkdir(parents=True, exist_ok=True)
+    for name in FILES.values():
+        if (target / name).resolve() == (found / name).resolve():
+            continue
+        tmp = target / f".{name}.tmp"
+        shutil.copyfile(found / name, tmp)
+        os.replace(tmp, target / name)
+    check(target)
+    return target
