@@ -21,6 +21,8 @@ TASKS: dict[str, str] = {
     "cifar10-resnet20": "mlbench.tasks.cifar10_resnet20:Cifar10ResNet20",
     "epsilon-logreg": "mlbench.tasks.epsilon_logreg:EpsilonLogReg",
     "wikitext2-lstm": "mlbench.tasks.wikitext2_lstm:WikiText2LSTM",
+    "wmt16-gnmt": "mlbench.tasks.wmt16_gnmt:WMT16GNMT",
+    "wmt17-transformer": "mlbench.tasks.wmt17_transformer:WMT17Transformer",
 }
 
 ALGORITHMS: dict[str, str] = {

@@ -198,7 +198,7 @@ def make_result(
         world_size=world_size,
         backend=backend,
         algorithm=cfg.algorithm.name,
-        goal=task.target.describe(cfg.goal),
+        goal=task.describe_goal(cfg),
         ranks=ranks,
     )
 

@@ -113,6 +113,10 @@ class Vocab:
     def decode(self, ids: list[int]) -> str:
         raise NotImplementedError
 
+    def encode_target(self, text: str) -> list[int]:
+        """Raw German text as target ids (the test references, for a teacher-forced loss)."""
+        raise NotImplementedError
+
 
 class BpeVocab(Vocab):
     """Moses tokenisation + joint subword-nmt BPE (task 4a, MLPerf's GNMT recipe)."""
@@ -122,6 +126,7 @@ class BpeVocab(Vocab):
         self.codes = codes
         self._bpe: Any = None
         self._tok: Any = None
+        self._tok_tgt: Any = None
         self._detok: Any = None
 
     def segment(self, tokenized: str) -> list[str]:
@@ -144,6 +149,14 @@ class BpeVocab(Vocab):
 
             self._tok = MosesTokenizer(lang=SRC_LANG)
         return self.ids(self.segment(self._tok.tokenize(text, return_str=True, escape=True)))
+
+    def encode_target(self, text: str) -> list[int]:
+        if self._tok_tgt is None:
+            from sacremoses import MosesTokenizer
+
+            self._tok_tgt = MosesTokenizer(lang=TGT_LANG)
+        tokenized = self._tok_tgt.tokenize(text, return_str=True, escape=True)
+        return self.ids(self.segment(tokenized))
 
     def decode(self, ids: list[int]) -> str:
         """Drop specials, undo BPE (``"@@ "``), Moses-detokenise (which also unescapes the
@@ -180,6 +193,9 @@ class SpmVocab(Vocab):
     def encode(self, text: str) -> list[int]:
         ids: list[int] = self.processor.encode(text)
         return ids
+
+    def encode_target(self, text: str) -> list[int]:
+        return self.encode(text)  # one model for both languages
 
     def decode(self, ids: list[int]) -> str:
         text: str = self.processor.decode([int(i) for i in ids if 3 < i < len(self.tokens)])

@@ -276,6 +276,11 @@ class TaskBase(ABC):
         section_cfg = from_dict(section_cls, {**defaults, "name": name}, prefix="algorithm.")
         return dataclasses.replace(cfg, algorithm=section_cfg)
 
+    def describe_goal(self, cfg: RunConfig) -> dict[str, Any]:
+        """The goal as result.json records it. Tasks whose metric needs more to be comparable
+        add it here (4a/4b: the sacrebleu signature)."""
+        return self.target.describe(cfg.goal)
+
     @staticmethod
     def data_root(cfg: RunConfig) -> Path:
         if not cfg.data.dir:
