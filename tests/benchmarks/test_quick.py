@@ -16,6 +16,7 @@ SCRIPTS = {
     "allreduce_vs_ddp.py": True,
     "comm_efficiency.py": False,
     "throughput_1a.py": True,
+    "throughput_3a.py": True,  # the full-size AWD-LSTM, 1 step each side: ~20 s
     "data_pipeline.py": True,
     "ingest.py": False,
     "master_abuse.py": False,

@@ -63,6 +63,17 @@ def test_task_show_lists_every_key_whole(tmp_path):
     assert shown["name"] == "cifar10-resnet20"
 
 
+def test_task_show_lists_deviations(tmp_path):
+    spec = get_task("wikitext2-lstm").spec()
+    assert spec["deviations"]
+    out = piped("tasks", "--show", "wikitext2-lstm", home=tmp_path)
+    for deviation in spec["deviations"]:
+        # rich may wrap a long sentence: compare without line breaks
+        assert deviation in " ".join(out.split()), deviation
+    shown = json.loads(piped("tasks", "--show", "wikitext2-lstm", "--json", home=tmp_path))
+    assert shown["deviations"] == list(spec["deviations"])
+
+
 def test_token_list_piped_and_json(tmp_path):
     name = "a-rather-long-token-label-for-the-nightly-ci-runner"
     proc = subprocess.run(

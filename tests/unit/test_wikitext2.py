@@ -141,7 +141,8 @@ def test_window_lengths_follow_the_reference_draw() -> None:
     assert abs(lengths[~short].std() - 5.0) < 0.1
     assert abs(lengths[short].mean() - 34.5) < 0.3
     # a tiny sd and a high floor: N(8, 0.1) truncates to 7 or 8, N(4, 0.1) is floored to 6
-    assert set(bptt.draw_lengths(10_000, 0, 0, bptt=8, sigma=0.1, min_len=6)[:-1]) == {6, 7, 8}
+    draw = bptt.WindowDraw(8, sigma=0.1, min_len=6)
+    assert set(bptt.draw_lengths(10_000, 0, 0, draw)[:-1]) == {6, 7, 8}
 
 
 def test_windows_read_every_row_once_in_order(corpus: wikitext2.Corpus) -> None:

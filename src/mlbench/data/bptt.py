@@ -24,16 +24,26 @@ make the metric depend on k. Ranks beyond the tenth get no column and contribute
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-#: the reference's window draw: base length, short-window probability, spread, floor
+#: the reference's window length (training base, validation fixed)
 BPTT = 70
-P_FULL = 0.95
-SIGMA = 5.0
-MIN_LEN = 5
+
+
+@dataclass(frozen=True)
+class WindowDraw:
+    """How training window lengths are drawn — the reference's draw and its defaults: ``bptt``
+    with probability ``p_full``, else ``bptt / 2``; then ``int(N(that, sigma))``, at least
+    ``min_len``. One value, so the four numbers travel together from the config to the draw."""
+
+    bptt: int = BPTT
+    p_full: float = 0.95
+    sigma: float = 5.0
+    min_len: int = 5
 
 
 class Window(NamedTuple):
@@ -62,16 +72,7 @@ def _as_tensor(stream: np.ndarray | torch.Tensor) -> torch.Tensor:
     return stream.to(torch.int64)
 
 
-def draw_lengths(
-    rows: int,
-    seed: int,
-    epoch: int,
-    *,
-    bptt: int = BPTT,
-    p_full: float = P_FULL,
-    sigma: float = SIGMA,
-    min_len: int = MIN_LEN,
-) -> list[int]:
+def draw_lengths(rows: int, seed: int, epoch: int, draw: WindowDraw = WindowDraw()) -> list[int]:
     """The window lengths of one epoch over ``rows`` rows (a function of its arguments only).
 
     As the reference: windows start while ``i < rows − 2``; a window is ``min(drawn, rows−1−i)``
@@ -81,8 +82,8 @@ def draw_lengths(
     rng = np.random.default_rng([abs(seed), int(seed < 0), epoch])
     out, i = [], 0
     while i < rows - 2:
-        base = bptt if rng.random() < p_full else bptt / 2
-        drawn = max(min_len, int(rng.normal(base, sigma)))
+        base = draw.bptt if rng.random() < draw.p_full else draw.bptt / 2
+        drawn = max(draw.min_len, int(rng.normal(base, draw.sigma)))
         out.append(min(drawn, rows - 1 - i))
         i += drawn
     return out
@@ -104,10 +105,7 @@ class TrainWindows:
         world_size: int,
         *,
         seed: int,
-        bptt: int = BPTT,
-        p_full: float = P_FULL,
-        sigma: float = SIGMA,
-        min_len: int = MIN_LEN,
+        draw: WindowDraw = WindowDraw(),
         device: torch.device | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
@@ -120,8 +118,7 @@ class TrainWindows:
             )
         lo = rank * batch_size
         self.data = columns[:, lo : lo + batch_size].contiguous().to(device or "cpu")
-        self.seed, self.epoch = seed, 0
-        self.bptt, self.p_full, self.sigma, self.min_len = bptt, p_full, sigma, min_len
+        self.seed, self.epoch, self.draw = seed, 0, draw
         self._lengths: list[int] | None = None
 
     @property
@@ -134,15 +131,7 @@ class TrainWindows:
     def lengths(self) -> list[int]:
         """This epoch's window lengths (the same on every rank)."""
         if self._lengths is None:
-            self._lengths = draw_lengths(
-                self.rows,
-                self.seed,
-                self.epoch,
-                bptt=self.bptt,
-                p_full=self.p_full,
-                sigma=self.sigma,
-                min_len=self.min_len,
-            )
+            self._lengths = draw_lengths(self.rows, self.seed, self.epoch, self.draw)
         return self._lengths
 
     def __len__(self) -> int:

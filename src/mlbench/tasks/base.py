@@ -264,6 +264,10 @@ class TaskBase(ABC):
     #: option defaults this task's spec gives schemes that have the option (2a: averaging
     #: weights, ``{"mode": "weights"}``); applied when the scheme's section is built
     scheme_defaults: ClassVar[dict[str, Any]] = {}
+    #: documented departures from the original MLBench, each a sentence that says why (shown by
+    #: ``mlbench tasks --show`` and in docs/tasks.md); a plug-in task with no original leaves it
+    #: empty
+    deviations: ClassVar[tuple[str, ...]] = ()
 
     def default_config(self) -> RunConfig:
         return self.config_cls(task=self.name)
@@ -328,6 +332,7 @@ class TaskBase(ABC):
             "unit": self.unit,
             "kind": "measurement" if isinstance(self, MeasurementTask) else "training",
             "target": dataclasses.asdict(self.target),
+            "deviations": list(self.deviations),
             "config": [
                 {
                     "key": k,
