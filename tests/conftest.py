@@ -44,6 +44,7 @@ def real_data() -> Path:
         )
         marker.write_text("ok\n")
     _ensure_wikitext2(dest)
+    _ensure_prepared_wmt(dest)
     return dest
 
 
@@ -86,3 +87,18 @@ def _ensure_wmt(dest: Path) -> Path:
 def real_wmt() -> Path:
     """The folder of the real WMT test set and Multi30k (see :func:`_ensure_wmt`)."""
     return _ensure_wmt(Path(os.environ.get("MLBENCH_TEST_DATA", REPO / ".data")))
+
+
+def _ensure_prepared_wmt(dest: Path) -> None:
+    """DEST/wmt16 and DEST/wmt17 as ``mlbench data prepare`` writes them, from real Multi30k
+    (training) and newstest2014 (test) with 2,000-entry subword vocabularies: what the 4a/4b
+    tests train on (~10 s, once per data folder; the manifest is written last, so a folder
+    with one is complete)."""
+    from mlbench.data import wmt_prepare
+
+    source = _ensure_wmt(dest)
+    for dataset, size in (("wmt16", {"merges": 2000}), ("wmt17", {"vocab_size": 2000})):
+        if not (dest / dataset / "manifest.json").is_file():
+            wmt_prepare.prepare(
+                dataset, source, dest, train=["multi30k/train"], progress=lambda _: None, **size
+            )
