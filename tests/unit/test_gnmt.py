@@ -82,6 +82,7 @@ def test_shapes_and_padding_invariance() -> None:
     torch.testing.assert_close(logits[1, :4], alone[0], atol=1e-5, rtol=1e-5)
 
 
+@torch.no_grad()
 def test_decode_step_carries_the_state_like_teacher_forcing() -> None:
     model = tiny().eval()
     src, src_len, tgt = batch()
