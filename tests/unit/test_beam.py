@@ -27,11 +27,13 @@ class FixedModel:
 
     def __init__(self, table: Table) -> None:
         self.table = table
+        self.steps = 0
 
     def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> Any:
         return src[:, 0].clone(), torch.zeros(src.size(0), 0, dtype=torch.long)
 
     def decode_step(self, tokens: torch.Tensor, state: Any) -> Any:
+        self.steps += 1
         first, hist = state
         hist = torch.cat([hist, tokens[:, None]], dim=1)
         lps, atts = [], []
@@ -65,7 +67,8 @@ def long_or_short(first: int, prefix: tuple[int, ...]) -> tuple[dict[int, float]
         (A, A): ({A: -0.4}, [0.3, 0.1, 0.0]),
         (A, A, A): ({EOS: -0.4}, [0.2, 0.1, 0.0]),
     }
-    return table.get(prefix, ({EOS: -1.0}, [0.0, 0.0, 0.0]))
+    # after EOS (a finished hypothesis still rides along in the batch): its attention must not count
+    return table.get(prefix, ({EOS: -1.0}, [0.4, 0.4, 0.4]))
 
 
 def test_the_penalty_formulas() -> None:
@@ -101,8 +104,16 @@ def test_scores_against_hand_computed_values(
 
 
 def garden_path(first: int, prefix: tuple[int, ...]) -> tuple[dict[int, float], list[float]]:
-    """Greedy takes A (−0.5) and then pays −3 to end; B (−0.9) ends for −0.1."""
-    table = {(): {A: -0.5, B: -0.9}, (A,): {EOS: -3.0}, (B,): {EOS: -0.1}}
+    """Greedy takes A (−0.5) and then pays −3 to go on; B (−0.9) goes on for −0.1. At step 2
+    the two beams swap places, so step 3 only scores right if the state followed its
+    hypothesis (``reorder_state``)."""
+    table = {
+        (): {A: -0.5, B: -0.9},
+        (A,): {A: -3.0},
+        (B,): {B: -0.1},
+        (A, A): {EOS: -0.2},
+        (B, B): {EOS: -0.3},
+    }
     return table.get(prefix, {EOS: -5.0}), [1.0, 1.0, 0.0]
 
 
@@ -110,8 +121,8 @@ def test_a_wider_beam_finds_a_better_hypothesis_than_greedy() -> None:
     src, src_len = one_source()
     [(greedy, g)] = search(FixedModel(garden_path), src, src_len, beam=1)
     [(wide, w)] = search(FixedModel(garden_path), src, src_len, beam=2)
-    assert (greedy, g) == ([A], pytest.approx(-3.5))
-    assert (wide, w) == ([B], pytest.approx(-1.0))
+    assert (greedy, g) == ([A, A], pytest.approx(-3.7))
+    assert (wide, w) == ([B, B], pytest.approx(-1.3))
 
 
 def endless_or_short(first: int, prefix: tuple[int, ...]) -> tuple[dict[int, float], list[float]]:
@@ -123,15 +134,20 @@ def endless_or_short(first: int, prefix: tuple[int, ...]) -> tuple[dict[int, flo
 
 @pytest.mark.parametrize("beam", [1, 3])
 def test_eos_ends_one_sentence_while_others_go_on_to_their_limit(beam: int) -> None:
-    src = torch.tensor([[10, 3, 0], [11, 12, 3]])
-    src_len = torch.tensor([2, 3])
+    src = torch.tensor([[10, 3, 0], [11, 12, 3], [11, 3, 0]])
+    src_len = torch.tensor([2, 3, 2])
     model = FixedModel(endless_or_short)
     out = beam_search(
         model, src, src_len, beam=beam, max_len=lambda n: n + 3, len_alpha=0.6, coverage=0.0
     )
-    assert out == [[A, A], [A] * 6]  # limit 3+3 tokens; no EOS in the output
+    assert out == [[A, A], [A] * 6, [A] * 5]  # limits 2+3 and 3+3; no EOS in the output
+    assert model.steps == 6
     out = beam_search(model, src, src_len, beam=beam, max_len=4, len_alpha=0.6, coverage=0.0)
-    assert out == [[A, A], [A] * 4]
+    assert out == [[A, A], [A] * 4, [A] * 4]
+    model.steps = 0
+    out = beam_search(model, src[:1], src_len[:1], beam=beam, max_len=9, len_alpha=0.6, coverage=0)
+    assert out == [[A, A]]
+    assert model.steps == 3  # stops once every hypothesis has ended: A, A, EOS
 
 
 def test_bad_arguments_are_refused() -> None:
@@ -204,3 +220,22 @@ def test_deterministic_and_independent_of_the_batch(which: int) -> None:
         assert ids == first[i][0]
         assert score == pytest.approx(first[i][1], abs=1e-5)
         assert len(ids) <= 12 and EOS not in ids and BOS not in ids
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["gnmt", "transformer"])
+def test_the_returned_score_is_the_models_own_score_of_the_hypothesis(which: int) -> None:
+    """Rescore each winner with a teacher-forced forward: equal only if every step decoded
+    from its own hypothesis's state (reordering) and lengths and EOS were counted right."""
+    model = tiny_models()[which]
+    src, src_len = sources()
+    limit = 7
+    found = beam_search_scored(model, src, src_len, beam=4, max_len=limit, len_alpha=0.6, coverage=0)
+    for i, (ids, score) in enumerate(found):
+        ended = len(ids) < limit  # else it was cut at the limit, without EOS
+        out = [*ids, EOS] if ended else ids
+        tgt_in = torch.tensor([[BOS, *out[:-1]]])
+        with torch.no_grad():
+            lp = torch.log_softmax(model(src[i : i + 1], src_len[i : i + 1], tgt_in), dim=-1)
+        log_p = float(lp[0, torch.arange(len(out)), torch.tensor(out)].sum())
+        expected = log_p / ((5 + len(out)) / 6) ** 0.6
+        assert score == pytest.approx(expected, abs=1e-5), i
