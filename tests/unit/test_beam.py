@@ -98,7 +98,9 @@ def test_scores_against_hand_computed_values(
     alpha: float, beta: float, ids: list[int], score: float
 ) -> None:
     src, src_len = one_source()
-    [(found, value)] = search(FixedModel(long_or_short), src, src_len, len_alpha=alpha, coverage=beta)
+    [(found, value)] = search(
+        FixedModel(long_or_short), src, src_len, len_alpha=alpha, coverage=beta
+    )
     assert found == ids
     assert value == pytest.approx(score, abs=1e-6)
 
@@ -229,7 +231,9 @@ def test_the_returned_score_is_the_models_own_score_of_the_hypothesis(which: int
     model = tiny_models()[which]
     src, src_len = sources()
     limit = 7
-    found = beam_search_scored(model, src, src_len, beam=4, max_len=limit, len_alpha=0.6, coverage=0)
+    found = beam_search_scored(
+        model, src, src_len, beam=4, max_len=limit, len_alpha=0.6, coverage=0
+    )
     for i, (ids, score) in enumerate(found):
         ended = len(ids) < limit  # else it was cut at the limit, without EOS
         out = [*ids, EOS] if ended else ids

@@ -103,7 +103,7 @@ def test_reorder_state_selects_rows() -> None:
     model = tiny().eval()
     src, src_len, tgt = batch()
     state = model.encode(src, src_len)
-    lp, state, _ = model.decode_step(tgt[:, 0], state)
+    _, state, _ = model.decode_step(tgt[:, 0], state)
     flipped = model.reorder_state(state, torch.tensor([1, 0, 1]))
     lp2, _, _ = model.decode_step(tgt[[1, 0, 1], 1], flipped)
     lp1, _, _ = model.decode_step(tgt[:, 1], state)
@@ -126,3 +126,20 @@ def test_dropout_only_in_training() -> None:
     torch.testing.assert_close(model(src, src_len, tgt), model(src, src_len, tgt), rtol=0, atol=0)
     model.train()
     assert not torch.equal(model(src, src_len, tgt), model(src, src_len, tgt))
+
+
+@torch.no_grad()
+def test_layers_from_the_third_on_are_residual() -> None:
+    """An LSTM with all-zero weights outputs zeros, so behind a residual connection it is the
+    identity: a 4-layer model whose fourth encoder and decoder layers are zeroed computes what
+    the 3-layer model with the same other weights computes."""
+    four = tiny().eval()
+    for lstm in (four.encoder[3], four.decoder[3]):
+        for p in lstm.parameters():
+            p.zero_()
+    three = GNMT(40, hidden_size=12, layers=3, dropout=0.0).eval()
+    three.load_state_dict(
+        {k: v for k, v in four.state_dict().items() if not k.startswith(("encoder.3", "decoder.3"))}
+    )
+    src, src_len, tgt = batch()
+    torch.testing.assert_close(four(src, src_len, tgt), three(src, src_len, tgt))

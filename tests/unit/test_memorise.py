@@ -23,7 +23,10 @@ SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]  # ids 0-3: PAD, UNK, BOS, EOS
 
 
 def short_pairs(folder: Path) -> list[tuple[list[str], list[str]]]:
-    with gzip.open(folder / "train.en.gz", "rt") as en, gzip.open(folder / "train.de.gz", "rt") as de:
+    with (
+        gzip.open(folder / "train.en.gz", "rt") as en,
+        gzip.open(folder / "train.de.gz", "rt") as de,
+    ):
         pairs = []
         for e, d in zip(en, de, strict=True):
             src, tgt = e.split(), d.split()

@@ -56,7 +56,7 @@ class GNMTState(NamedTuple):
 
 
 def _lstm(
-    lstm: nn.LSTM, x: torch.Tensor | nn.utils.rnn.PackedSequence, state: LSTMState | None = None
+    lstm: nn.Module, x: torch.Tensor | nn.utils.rnn.PackedSequence, state: LSTMState | None = None
 ) -> tuple[torch.Tensor, LSTMState]:
     """Run ``lstm``; under CPU fp16 autocast in fp32, because oneDNN has no fp16 LSTM on CPU
     (the same guard as :class:`mlbench.models.awd_lstm.WeightDropLSTM`)."""

@@ -201,8 +201,11 @@ class Transformer(nn.Module):
         for layer in self.encoder:
             x = layer(x, mask)
         x = self.encoder_norm(x)
-        memory = tuple(layer.cross_attn.project_kv(x) for layer in self.decoder)
+        memory = tuple(layer.cross_attn.project_kv(x) for layer in self._decoder_layers())
         return TransformerState(memory, mask, None, 0)
+
+    def _decoder_layers(self) -> list[DecoderLayer]:
+        return [layer for layer in self.decoder if isinstance(layer, DecoderLayer)]
 
     def _decode(
         self, tokens: torch.Tensor, state: TransformerState
