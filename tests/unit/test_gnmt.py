@@ -143,3 +143,14 @@ def test_layers_from_the_third_on_are_residual() -> None:
     )
     src, src_len, tgt = batch()
     torch.testing.assert_close(four(src, src_len, tgt), three(src, src_len, tgt))
+
+
+def test_runs_under_cpu_fp16_autocast() -> None:
+    """oneDNN has no fp16 LSTM on CPU: the LSTMs run in fp32 there, the rest in fp16."""
+    model = tiny()
+    src, src_len, tgt = batch()
+    with torch.autocast("cpu", dtype=torch.float16):
+        logits = model(src, src_len, tgt)
+    assert logits.dtype == torch.float16
+    logits.float().sum().backward()
+    assert model.encoder[0].weight_ih_l0.grad is not None
