@@ -30,6 +30,31 @@ TINY = {
         "data.train_samples=4000",
         "data.val_samples=400",
     ],
+    # tiny models on Multi30k prepared as the recipes prepare WMT (tests/conftest.py), fp32
+    # unless the scheme row sets a precision; the accumulation (2 on 2 ranks) is derived
+    "wmt16-gnmt": [
+        "model.hidden_size=8",
+        "model.layers=2",
+        "data.global_batch=32",
+        "data.batch_size=8",
+        "data.train_samples=320",
+        "data.val_samples=4",
+        "decode.max_len=6",
+        "train.precision=fp32",
+    ],
+    "wmt17-transformer": [
+        "model.d_model=8",
+        "model.ffn_size=16",
+        "model.heads=2",
+        "model.encoder_layers=1",
+        "model.decoder_layers=1",
+        "data.global_tokens=1024",
+        "data.batch_size=256",
+        "data.train_samples=320",
+        "data.val_samples=4",
+        "decode.max_len_extra=2",
+        "train.precision=fp32",
+    ],
 }
 SCHEMES = [(name, []) for name in ALGORITHMS] + [
     ("ddp", ["algorithm.ddp_hook=powersgd", "algorithm.start_iter=2"]),

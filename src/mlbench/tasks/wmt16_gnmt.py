@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any
 from mlbench.config import BATCH_MAX, param, section
 from mlbench.errors import ConfigError
 from mlbench.tasks.base import RunConfig, Target, TaskData, TrainConfig
-from mlbench.tasks.translation import DecodeConfig, TranslationData, TranslationTask
+from mlbench.tasks.translation import (
+    SHARED_DEVIATIONS,
+    DecodeConfig,
+    TranslationData,
+    TranslationTask,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -100,6 +105,16 @@ class WMT16GNMT(TranslationTask):
     target = Target(metric="bleu", value=24.0, light_value=20.0, mode="max")
     config_cls = WMT16Config
     normalize_by = "sentences"
+    deviations = (
+        "Gradients are averaged over the global sentence count (2,048 per step whatever k). "
+        "The original divided each rank's loss by 2048/k and then summed gradients across "
+        "ranks: updates k× too large, and the norm-5 clip tightening with k (MLPerf and "
+        "NVIDIA average).",
+        "The accumulation is derived from k (at most 128 sentences per micro-batch, the global "
+        "batch fixed at 2,048), so one configuration is the same optimisation on any worker "
+        "count; k must divide the global batch.",
+        *SHARED_DEVIATIONS,
+    )
 
     def accumulation(self, cfg: RunConfig, world_size: int) -> int:
         """The fewest micro-batches that keep each at most ``data.batch_size`` sentences while
