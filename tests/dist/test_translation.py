@@ -161,3 +161,52 @@ def test_k2_on_halves_equals_k1_on_the_global_batch(
     assert sum(r["units"] for r in two) == one["units"]  # the same target tokens in all
     for r in two:
         torch.testing.assert_close(r["grads"], one["grads"], atol=1e-6, rtol=1e-4)
+
+
+def _overflowing(ctx: DistContext, data: str, out: str) -> dict[str, Any]:
+    """4a on fp16 from an absurd loss scale: the first steps overflow and are skipped."""
+    overrides = [
+        f"data.dir={data}",
+        *TINY["wmt16-gnmt"],
+        "train.loss_scale_init=1e12",
+        "train.max_steps=40",
+        "train.eval_every_steps=100",
+        "data.val_samples=2",
+        "train.log_every_steps=1",
+        "train.log_every_seconds=0",
+    ]
+    task, cfg = resolve_config("wmt16-gnmt", overrides=overrides)
+    run_dir = Path(out)
+    events = EventWriter(run_dir / f"rank-{ctx.rank}.jsonl", "skips", ctx.rank)
+    try:
+        summary = train(task, cfg, ctx, events, run_dir, get_algorithm(cfg.algorithm.name))
+    finally:
+        events.close()
+    lrs = [e["value"] for e in read_events(run_dir / f"rank-{ctx.rank}.jsonl") if e["name"] == "lr"]
+    return {"summary": asdict(summary), "lrs": lrs}
+
+
+@pytest.mark.world_size(1)
+def test_gnmt_schedule_counts_applied_updates_only(real_data: Path, tmp_path: Path) -> None:
+    """MLPerf's GNMT steps its schedule only when the update was applied: a step skipped on an
+    fp16 overflow leaves the warm-up where it was."""
+    from mlbench.schedules import WarmupStepDecay
+
+    r = run_ranks(_overflowing, 1, str(real_data), str(tmp_path), timeout=240)[0]
+    s = r["summary"]
+    skipped = s["skipped_steps"]
+    assert s["steps"] == 40 and 0 < skipped < 40
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=2e-3)
+    schedule = WarmupStepDecay(
+        opt,
+        lr=2e-3,
+        warmup_steps=200,
+        warmup_start=0.01,
+        decay_start=10**6,
+        decay_interval=1,
+        decay_steps=4,
+        factor=0.5,
+    )
+    # the last step (index 39) was applied: the lr it used follows 39 − skipped updates
+    assert r["lrs"][-1] == pytest.approx(schedule.lr_at(39 - skipped))
+    assert r["lrs"][-1] != pytest.approx(schedule.lr_at(39))
