@@ -225,19 +225,38 @@ class NTASGDSchedule:
         self.losses.append(val_loss)
 
 
-class WarmupStepDecay:
+class StepFunction:
+    """A schedule whose lr is a function of the step alone (:meth:`lr_at`), set before each
+    step. ``counts_applied_steps``: the loop passes the number of *applied* updates, so a step
+    skipped on an fp16 overflow does not advance the schedule (as in both references)."""
+
+    counts_applied_steps = True
+    optimizer: torch.optim.Optimizer
+
+    def lr_at(self, step: int) -> float:
+        raise NotImplementedError
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def on_step(self, step: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+
+    def on_eval(self, val_loss: float, step: int) -> None:
+        return None
+
+
+class WarmupStepDecay(StepFunction):
     """Task 4a's schedule (MLPerf GNMT): exponential warm-up, then step decay.
 
     Warm-up over ``warmup_steps`` from ``warmup_start·lr``: lr·s^(warmup_steps − step) with
     s = warmup_start^(−1/warmup_steps) (so 0.01·lr at step 0, lr at ``warmup_steps``). Then, from
     ``decay_start`` (40 % of the planned steps) on, ×``factor`` once, and again every
-    ``decay_interval`` (5 % of the plan), ``decay_steps`` times at most.
-
-    ``counts_applied_steps``: the loop passes the number of *applied* updates, so a step skipped
-    on an fp16 overflow does not advance the schedule (as in the reference).
+    ``decay_interval`` (5 % of the plan), ``decay_steps`` times at most. Counted in applied
+    updates (:class:`StepFunction`).
     """
-
-    counts_applied_steps = True
 
     def __init__(
         self,
@@ -266,24 +285,11 @@ class WarmupStepDecay:
         n = min((step - self.decay_start) // self.decay_interval + 1, self.decay_steps)
         return self.base_lr * self.factor**n
 
-    @property
-    def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
 
-    def on_step(self, step: int) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(step)
-
-    def on_eval(self, val_loss: float, step: int) -> None:
-        return None
-
-
-class InverseSqrt:
+class InverseSqrt(StepFunction):
     """Task 4b's schedule (the Transformer's): linear warm-up from 0 over ``warmup_steps``, then
     lr·√(warmup_steps/n). ``n`` is the 1-based count of applied updates, so the first update
     uses lr/warmup_steps rather than a wasted lr of 0."""
-
-    counts_applied_steps = True
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, lr: float, warmup_steps: int) -> None:
         self.optimizer, self.base_lr, self.warmup_steps = optimizer, lr, max(1, warmup_steps)
@@ -294,14 +300,3 @@ class InverseSqrt:
         if n <= self.warmup_steps:
             return self.base_lr * n / self.warmup_steps
         return self.base_lr * math.sqrt(self.warmup_steps / n)
-
-    @property
-    def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    def on_step(self, step: int) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(step)
-
-    def on_eval(self, val_loss: float, step: int) -> None:
-        return None

@@ -54,6 +54,23 @@ NO_DROPOUT = {
 }
 
 
+def _train(
+    ctx: DistContext, task_name: str, overrides: list[str], run_dir: Path, algorithm: Any = None
+) -> tuple[Any, Any, dict[str, Any], list[dict[str, Any]]]:
+    """One run through the real loop: (task, config, summary, this rank's events)."""
+    task, cfg = resolve_config(task_name, overrides=overrides)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / f"rank-{ctx.rank}.jsonl"
+    events = EventWriter(path, "translation", ctx.rank)
+    try:
+        summary = train(
+            task, cfg, ctx, events, run_dir, algorithm or get_algorithm(cfg.algorithm.name)
+        )
+    finally:
+        events.close()
+    return task, cfg, asdict(summary), read_events(path)
+
+
 def _smoke(ctx: DistContext, task_name: str, data: str, out: str) -> dict[str, Any]:
     overrides = [
         f"data.dir={data}",
@@ -64,16 +81,10 @@ def _smoke(ctx: DistContext, task_name: str, data: str, out: str) -> dict[str, A
         "train.log_every_steps=1",
         "train.log_every_seconds=0",
     ]
-    task, cfg = resolve_config(task_name, overrides=overrides)
-    run_dir = Path(out)
-    events = EventWriter(run_dir / f"rank-{ctx.rank}.jsonl", "smoke", ctx.rank)
-    try:
-        summary = train(task, cfg, ctx, events, run_dir, get_algorithm(cfg.algorithm.name))
-    finally:
-        events.close()
+    task, cfg, summary, events = _train(ctx, task_name, overrides, Path(out))
     return {
-        "summary": asdict(summary),
-        "events": read_events(run_dir / f"rank-{ctx.rank}.jsonl"),
+        "summary": summary,
+        "events": events,
         "accumulation": task.accumulation(cfg, ctx.world_size),
         "goal": task.describe_goal(cfg),
     }
@@ -129,19 +140,13 @@ def _first_step(ctx: DistContext, task_name: str, data: str, out: str) -> dict[s
         "data.val_samples=2",
         "algorithm.name=allreduce",
     ]
-    task, cfg = resolve_config(task_name, overrides=overrides)
     run_dir = Path(out) / f"k{ctx.world_size}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    events = EventWriter(run_dir / f"rank-{ctx.rank}.jsonl", "first", ctx.rank)
-    try:
-        summary = train(task, cfg, ctx, events, run_dir, RecordingAllReduce)
-    finally:
-        events.close()
+    task, cfg, summary, _ = _train(ctx, task_name, overrides, run_dir, RecordingAllReduce)
     assert RecordingAllReduce.first is not None
     return {
         "grads": RecordingAllReduce.first,
         "accumulation": task.accumulation(cfg, ctx.world_size),
-        "units": summary.samples,
+        "units": summary["samples"],
     }
 
 
@@ -175,15 +180,9 @@ def _overflowing(ctx: DistContext, data: str, out: str) -> dict[str, Any]:
         "train.log_every_steps=1",
         "train.log_every_seconds=0",
     ]
-    task, cfg = resolve_config("wmt16-gnmt", overrides=overrides)
-    run_dir = Path(out)
-    events = EventWriter(run_dir / f"rank-{ctx.rank}.jsonl", "skips", ctx.rank)
-    try:
-        summary = train(task, cfg, ctx, events, run_dir, get_algorithm(cfg.algorithm.name))
-    finally:
-        events.close()
-    lrs = [e["value"] for e in read_events(run_dir / f"rank-{ctx.rank}.jsonl") if e["name"] == "lr"]
-    return {"summary": asdict(summary), "lrs": lrs}
+    _, _, summary, events = _train(ctx, "wmt16-gnmt", overrides, Path(out))
+    lrs = [e["value"] for e in events if e["name"] == "lr"]
+    return {"summary": summary, "lrs": lrs}
 
 
 @pytest.mark.world_size(1)

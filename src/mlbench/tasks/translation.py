@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from mlbench.config import BATCH_MAX, param
 from mlbench.errors import ConfigError, DataError
-from mlbench.tasks.base import DataConfig, DataInfo, RunConfig, StepOut, Task
+from mlbench.tasks.base import DataConfig, DataInfo, RunConfig, StepOut, Task, TaskData
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from mlbench.data.loader import Loader
     from mlbench.data.seq2seq import PairBatch
     from mlbench.data.wmt import Pairs, Prepared, Vocab
     from mlbench.dist import DistContext
@@ -193,11 +195,27 @@ class TranslationTask(Task):
         return {**super().describe_goal(cfg), "signature": str(bleu.get_signature())}
 
     # --- worker side -------------------------------------------------------------------------
-    def load(self, cfg: RunConfig) -> Prepared:
+    def build_data(self, cfg: RunConfig, dist: DistContext) -> TaskData:
+        """The prepared corpus (the launcher verified every checksum; a worker only reads), the
+        task's batcher over the first ``data.train_samples`` pairs, this rank's test share."""
         from mlbench.data import wmt
 
-        # the launcher verified every checksum; a worker only reads
-        return wmt.load_prepared(self._folder(cfg), verify=False)
+        spec: Any = cfg  # both tasks' configs have optim.label_smoothing and decode
+        self._smoothing = spec.optim.label_smoothing
+        self._decode = spec.decode
+        data = wmt.load_prepared(self._folder(cfg), verify=False)
+        pairs, n = data.train, cfg.data.train_samples
+        if n and n < len(pairs):
+            pairs = wmt.Pairs(
+                wmt.Ragged(pairs.src.ids, pairs.src.offsets[: n + 1]),
+                wmt.Ragged(pairs.tgt.ids, pairs.tgt.offsets[: n + 1]),
+            )
+        train = self.batches(cfg, pairs, dist)
+        return TaskData(train, self.test_shard(cfg, data, dist), {"vocab_size": data.vocab.size})
+
+    @abstractmethod
+    def batches(self, cfg: RunConfig, pairs: Pairs, dist: DistContext) -> Loader:
+        """This rank's training micro-batches (4a: sentences; 4b: tokens)."""
 
     def test_shard(self, cfg: RunConfig, data: Prepared, dist: DistContext) -> TestShard:
         """This rank's test sentences, their references encoded on the target side for the

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlbench.config import BATCH_MAX, param, section
 from mlbench.errors import ConfigError
-from mlbench.tasks.base import RunConfig, Target, TaskData, TrainConfig
+from mlbench.tasks.base import RunConfig, Target, TrainConfig
 from mlbench.tasks.translation import (
     SHARED_DEVIATIONS,
     DecodeConfig,
@@ -34,6 +34,8 @@ from mlbench.tasks.translation import (
 if TYPE_CHECKING:
     import torch
 
+    from mlbench.data.loader import Loader
+    from mlbench.data.wmt import Pairs
     from mlbench.dist import DistContext
     from mlbench.schedules import Schedule
 
@@ -133,24 +135,13 @@ class WMT16GNMT(TranslationTask):
             )
         return u
 
-    def build_data(self, cfg: RunConfig, dist: DistContext) -> TaskData:
+    def batches(self, cfg: RunConfig, pairs: Pairs, dist: DistContext) -> Loader:
         from mlbench.data.seq2seq import SentenceBatches
-        from mlbench.data.wmt import Pairs, Ragged
 
         assert isinstance(cfg, WMT16Config)
         d = cfg.data
-        self._smoothing = cfg.optim.label_smoothing
-        self._decode = cfg.decode
-        data = self.load(cfg)
-        pairs = data.train
-        if d.train_samples and d.train_samples < len(pairs):
-            n = d.train_samples
-            pairs = Pairs(
-                Ragged(pairs.src.ids, pairs.src.offsets[: n + 1]),
-                Ragged(pairs.tgt.ids, pairs.tgt.offsets[: n + 1]),
-            )
         u = self.accumulation(cfg, dist.world_size)
-        train = SentenceBatches(
+        return SentenceBatches(
             pairs,
             d.global_batch // (dist.world_size * u),
             rank=dist.rank,
@@ -161,8 +152,6 @@ class WMT16GNMT(TranslationTask):
             bucket=d.bucketing,
             device=dist.device,
         )
-        val = self.test_shard(cfg, data, dist)
-        return TaskData(train, val, {"vocab_size": data.vocab.size})
 
     def build_model(self, cfg: RunConfig, facts: dict[str, Any]) -> torch.nn.Module:
         from mlbench.models.gnmt import GNMT

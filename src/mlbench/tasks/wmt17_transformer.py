@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlbench.config import SEED_MAX, STEPS_MAX, param, section
 from mlbench.errors import ConfigError
-from mlbench.tasks.base import RunConfig, Target, TaskData, TrainConfig
+from mlbench.tasks.base import RunConfig, Target, TrainConfig
 from mlbench.tasks.translation import (
     SHARED_DEVIATIONS,
     DecodeConfig,
@@ -33,6 +33,8 @@ from mlbench.tasks.translation import (
 if TYPE_CHECKING:
     import torch
 
+    from mlbench.data.loader import Loader
+    from mlbench.data.wmt import Pairs
     from mlbench.dist import DistContext
     from mlbench.schedules import Schedule
 
@@ -148,34 +150,20 @@ class WMT17Transformer(TranslationTask):
         n = min(len(src), cfg.data.train_samples or len(src))
         return int((np.maximum(src[:n], tgt[:n]) + 1).sum())
 
-    def build_data(self, cfg: RunConfig, dist: DistContext) -> TaskData:
+    def batches(self, cfg: RunConfig, pairs: Pairs, dist: DistContext) -> Loader:
         from mlbench.data.seq2seq import TokenBatches
-        from mlbench.data.wmt import Pairs, Ragged
 
         assert isinstance(cfg, WMT17Config)
-        d = cfg.data
-        self._smoothing = cfg.optim.label_smoothing
-        self._decode = cfg.decode
-        data = self.load(cfg)
-        pairs = data.train
-        if d.train_samples and d.train_samples < len(pairs):
-            n = d.train_samples
-            pairs = Pairs(
-                Ragged(pairs.src.ids, pairs.src.offsets[: n + 1]),
-                Ragged(pairs.tgt.ids, pairs.tgt.offsets[: n + 1]),
-            )
-        train = TokenBatches(
+        return TokenBatches(
             pairs,
             self.micro_tokens(cfg, dist.world_size),
             rank=dist.rank,
             world_size=dist.world_size,
             accumulate=self.accumulation(cfg, dist.world_size),
             seed=cfg.seed,
-            max_len=d.max_len,
+            max_len=cfg.data.max_len,
             device=dist.device,
         )
-        val = self.test_shard(cfg, data, dist)
-        return TaskData(train, val, {"vocab_size": data.vocab.size})
 
     def build_model(self, cfg: RunConfig, facts: dict[str, Any]) -> torch.nn.Module:
         from mlbench.models.transformer import Transformer
