@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from mlbench.errors import ConfigError
 from mlbench.models.gnmt import GNMT
+from tests.unit.test_seq2seq_models import batch
 
 V = 32_320
 
@@ -29,19 +30,6 @@ def gnmt_count(v: int, h: int, layers: int) -> int:
 def tiny(dropout: float = 0.0) -> GNMT:
     torch.manual_seed(0)
     return GNMT(40, hidden_size=12, layers=4, dropout=dropout)
-
-
-def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Two sentences of different lengths, PAD-padded (source ends with EOS=3)."""
-    g = torch.Generator().manual_seed(1)
-    src = torch.randint(4, 40, (2, 7), generator=g)
-    src[:, -1] = 3
-    src[1, 3] = 3
-    src[1, 4:] = 0
-    tgt = torch.randint(4, 40, (2, 6), generator=g)
-    tgt[:, 0] = 2
-    tgt[1, 4:] = 0
-    return src, torch.tensor([7, 4]), tgt
 
 
 def test_the_reference_model_has_160_671_297_parameters() -> None:
@@ -97,35 +85,6 @@ def test_decode_step_carries_the_state_like_teacher_forcing() -> None:
     a = torch.stack(attn, 1)
     torch.testing.assert_close(a.sum(-1), torch.ones(2, 6))
     assert float(a[1, :, 4:].abs().max()) == 0.0  # padded source positions get no attention
-
-
-def test_reorder_state_selects_rows() -> None:
-    model = tiny().eval()
-    src, src_len, tgt = batch()
-    state = model.encode(src, src_len)
-    _, state, _ = model.decode_step(tgt[:, 0], state)
-    flipped = model.reorder_state(state, torch.tensor([1, 0, 1]))
-    lp2, _, _ = model.decode_step(tgt[[1, 0, 1], 1], flipped)
-    lp1, _, _ = model.decode_step(tgt[:, 1], state)
-    torch.testing.assert_close(lp2, lp1[[1, 0, 1]])
-
-
-def test_every_parameter_gets_a_gradient() -> None:
-    model = tiny(dropout=0.2).train()
-    src, src_len, tgt = batch()
-    logits = model(src, src_len, tgt)
-    F.cross_entropy(logits.reshape(-1, 40), torch.randint(4, 40, (12,))).backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
-
-
-def test_dropout_only_in_training() -> None:
-    model = tiny(dropout=0.2)
-    src, src_len, tgt = batch()
-    model.eval()
-    torch.testing.assert_close(model(src, src_len, tgt), model(src, src_len, tgt), rtol=0, atol=0)
-    model.train()
-    assert not torch.equal(model(src, src_len, tgt), model(src, src_len, tgt))
 
 
 @torch.no_grad()

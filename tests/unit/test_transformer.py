@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from mlbench.errors import ConfigError
 from mlbench.models.transformer import Transformer, sinusoidal_positions
+from tests.unit.test_seq2seq_models import batch
 
 V = 33_712
 
@@ -36,18 +37,6 @@ def tiny(dropout: float = 0.0) -> Transformer:
         attention_dropout=dropout,
         relu_dropout=dropout,
     )
-
-
-def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    src = torch.randint(4, 40, (2, 7), generator=g)
-    src[:, -1] = 3
-    src[1, 3] = 3
-    src[1, 4:] = 0
-    tgt = torch.randint(4, 40, (2, 6), generator=g)
-    tgt[:, 0] = 2
-    tgt[1, 4:] = 0
-    return src, torch.tensor([7, 4]), tgt
 
 
 def test_the_reference_model_has_210_882_560_parameters() -> None:
@@ -102,32 +91,3 @@ def test_the_kv_cache_gives_the_teacher_forced_log_probs() -> None:
         steps.append(lp)
     torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
     assert state.cache is not None and state.cache[0][0].shape == (2, 4, 6, 4)
-
-
-def test_reorder_state_selects_rows() -> None:
-    model = tiny().eval()
-    src, src_len, tgt = batch()
-    state = model.encode(src, src_len)
-    _, state, _ = model.decode_step(tgt[:, 0], state)
-    flipped = model.reorder_state(state, torch.tensor([1, 0, 1]))
-    lp2, _, _ = model.decode_step(tgt[[1, 0, 1], 1], flipped)
-    lp1, _, _ = model.decode_step(tgt[:, 1], state)
-    torch.testing.assert_close(lp2, lp1[[1, 0, 1]])
-
-
-def test_every_parameter_gets_a_gradient() -> None:
-    model = tiny(dropout=0.1).train()
-    src, src_len, tgt = batch()
-    logits = model(src, src_len, tgt)
-    F.cross_entropy(logits.reshape(-1, 40), torch.randint(4, 40, (12,))).backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
-
-
-def test_dropout_only_in_training() -> None:
-    model = tiny(dropout=0.1)
-    src, src_len, tgt = batch()
-    model.eval()
-    torch.testing.assert_close(model(src, src_len, tgt), model(src, src_len, tgt), rtol=0, atol=0)
-    model.train()
-    assert not torch.equal(model(src, src_len, tgt), model(src, src_len, tgt))
