@@ -45,6 +45,29 @@ TINY = {
         "data.train_samples=4000",
         "data.val_samples=400",
     ],
+    # tiny models on Multi30k prepared as the WMT recipes (tests/conftest.py): accumulation 2
+    # on 2 ranks, global normalisation, clipping (4a), a 4-sentence BLEU by beam search
+    "wmt16-gnmt": [
+        "model.hidden_size=8",
+        "model.layers=2",
+        "data.global_batch=32",
+        "data.batch_size=8",
+        "data.train_samples=640",
+        "data.val_samples=4",
+        "decode.max_len=6",
+    ],
+    "wmt17-transformer": [
+        "model.d_model=8",
+        "model.ffn_size=16",
+        "model.heads=2",
+        "model.encoder_layers=1",
+        "model.decoder_layers=1",
+        "data.global_tokens=1024",
+        "data.batch_size=256",
+        "data.train_samples=640",
+        "data.val_samples=4",
+        "decode.max_len_extra=2",
+    ],
 }
 #: one run per scheme family (name, extra overrides); the id names the golden file
 FAMILIES: dict[str, list[str]] = {
@@ -77,6 +100,15 @@ TASK_FAMILIES: dict[str, dict[str, list[str]]] = {
             "train.eval_every_steps=2",
             "optim.switch_at_eval=1",
         ],
+    },
+    # 4a/4b: the dense path in fp32, and the spec's fp16 (4a's schedule counts applied updates)
+    "wmt16-gnmt": {
+        "allreduce": [*FAMILIES["allreduce"], "train.precision=fp32"],
+        "allreduce-fp16": FAMILIES["allreduce-fp16"],
+    },
+    "wmt17-transformer": {
+        "allreduce": [*FAMILIES["allreduce"], "train.precision=fp32"],
+        "allreduce-fp16": FAMILIES["allreduce-fp16"],
     },
 }
 assert set(TASK_FAMILIES) == set(TINY)
