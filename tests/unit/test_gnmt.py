@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from mlbench.errors import ConfigError
 from mlbench.models.gnmt import GNMT
-from tests.unit.test_seq2seq_models import batch
+from tests.support.seq2seq import batch
+from tests.support.seq2seq import tiny_gnmt as tiny
 
 V = 32_320
 
@@ -25,11 +26,6 @@ def gnmt_count(v: int, h: int, layers: int) -> int:
     decoder = lstm(h, h) + (layers - 1) * lstm(2 * h, h)
     classifier = h * v + v
     return embedding + encoder + attention + decoder + classifier
-
-
-def tiny(dropout: float = 0.0) -> GNMT:
-    torch.manual_seed(0)
-    return GNMT(40, hidden_size=12, layers=4, dropout=dropout)
 
 
 def test_the_reference_model_has_160_671_297_parameters() -> None:

@@ -11,27 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.support.seq2seq import batch, tiny_gnmt, tiny_transformer
 
-def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Two sentences of different lengths, PAD-padded (source ends with EOS=3)."""
-    g = torch.Generator().manual_seed(1)
-    src = torch.randint(4, 40, (2, 7), generator=g)
-    src[:, -1] = 3
-    src[1, 3] = 3
-    src[1, 4:] = 0
-    tgt = torch.randint(4, 40, (2, 6), generator=g)
-    tgt[:, 0] = 2
-    tgt[1, 4:] = 0
-    return src, torch.tensor([7, 4]), tgt
-
-
-def _models() -> list[tuple[str, Callable[..., torch.nn.Module], float]]:
-    from tests.unit import test_gnmt, test_transformer
-
-    return [("gnmt", test_gnmt.tiny, 0.2), ("transformer", test_transformer.tiny, 0.1)]
-
-
-MODELS = pytest.mark.parametrize(("name", "tiny", "dropout"), _models(), ids=lambda v: v)
+MODELS = pytest.mark.parametrize(
+    ("name", "tiny", "dropout"),
+    [
+        pytest.param("gnmt", tiny_gnmt, 0.2, id="gnmt"),
+        pytest.param("transformer", tiny_transformer, 0.1, id="transformer"),
+    ],
+)
 
 
 @MODELS

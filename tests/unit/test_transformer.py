@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from mlbench.errors import ConfigError
 from mlbench.models.transformer import Transformer, sinusoidal_positions
-from tests.unit.test_seq2seq_models import batch
+from tests.support.seq2seq import batch
+from tests.support.seq2seq import tiny_transformer as tiny
 
 V = 33_712
 
@@ -22,21 +23,6 @@ def transformer_count(v: int, d: int, ffn: int, enc: int, dec: int) -> int:
     decoder_layer = 2 * attention + feed_forward + 3 * norm
     # one shared embedding (also the output projection, no bias); two final LayerNorms
     return v * d + enc * encoder_layer + dec * decoder_layer + 2 * norm
-
-
-def tiny(dropout: float = 0.0) -> Transformer:
-    torch.manual_seed(0)
-    return Transformer(
-        40,
-        d_model=16,
-        ffn_size=32,
-        heads=4,
-        encoder_layers=2,
-        decoder_layers=2,
-        dropout=dropout,
-        attention_dropout=dropout,
-        relu_dropout=dropout,
-    )
 
 
 def test_the_reference_model_has_210_882_560_parameters() -> None:
