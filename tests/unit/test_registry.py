@@ -20,14 +20,27 @@ from mlbench.tasks.base import Task
 
 
 def test_task_names():
-    builtins = ["comm-backend", "cifar10-resnet20", "epsilon-logreg", "wikitext2-lstm"]
+    builtins = [
+        "comm-backend",
+        "cifar10-resnet20",
+        "epsilon-logreg",
+        "wikitext2-lstm",
+        "wmt16-gnmt",
+        "wmt17-transformer",
+    ]
     assert task_names() == builtins
     assert training_task_names() == builtins[1:]
 
 
 @pytest.mark.parametrize(
     ("name", "task_id"),
-    [("cifar10-resnet20", "1a"), ("epsilon-logreg", "2a"), ("wikitext2-lstm", "3a")],
+    [
+        ("cifar10-resnet20", "1a"),
+        ("epsilon-logreg", "2a"),
+        ("wikitext2-lstm", "3a"),
+        ("wmt16-gnmt", "4a"),
+        ("wmt17-transformer", "4b"),
+    ],
 )
 def test_get_task(name, task_id):
     task = get_task(name)
