@@ -111,10 +111,14 @@ def _accepted() -> set[tuple[str, str, str]]:
 
 
 def test_checkov(rendered_dir: Path) -> None:
-    (rendered_dir / "Dockerfile").write_text((HERE.parents[1] / "docker" / "Dockerfile").read_text())
+    (rendered_dir / "Dockerfile").write_text(
+        (HERE.parents[1] / "docker" / "Dockerfile").read_text()
+    )
     result = subprocess.run(
-        [str(tool("checkov")), "--skip-download", "--quiet", "-d", str(rendered_dir)]
-        + ["--framework", "kubernetes", "dockerfile", "-o", "json"],
+        [
+            *(str(tool("checkov")), "--skip-download", "--quiet", "-d", str(rendered_dir)),
+            *("--framework", "kubernetes", "dockerfile", "-o", "json"),
+        ],
         capture_output=True,
         text=True,
         timeout=180,
@@ -285,7 +289,10 @@ def _master(text: str) -> dict[str, Any]:
 
 
 def test_database_secret_by_reference_only(renders: dict[str, str]) -> None:
-    env = {e["name"]: e for e in _master(renders["full"])["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e
+        for e in _master(renders["full"])["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["MLBENCH_DATABASE_URL"] == {
         "name": "MLBENCH_DATABASE_URL",
         "valueFrom": {"secretKeyRef": {"name": "mlbench-db", "key": "url"}},
@@ -306,9 +313,9 @@ def test_image_pinned_by_digest(renders: dict[str, str]) -> None:
         "registry.example.com/team/mlbench@sha256:"
         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
     )
-    assert _master(renders["default"])["spec"]["template"]["spec"]["containers"][0][
-        "image"
-    ] == ("mlbench/mlbench:0.1.0")
+    assert _master(renders["default"])["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "mlbench/mlbench:0.1.0"
+    )
 
 
 def _executor_config(text: str) -> dict[str, Any]:
