@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -142,3 +143,26 @@ def test_an_unresolvable_master_fails_in_one_line(tmp_path: Path) -> None:
     assert len(errors) == 1 and "'no-such-host.invalid' did not resolve within 1 s" in errors[0]
     assert "Traceback" not in proc.stderr
     assert not list(run_dir.glob("rank-*"))
+
+
+def test_sigterm_to_one_agent_stops_both_nodes(real_data: Path, tmp_path: Path) -> None:
+    """What ``scancel`` or a pod's deletion does: the signalled agent stops its rank (exit 130),
+    the other node's rank loses its peer and that agent ends too; nothing is left running."""
+    session = _prepare(real_data, tmp_path, "goal=full", "train.max_steps=100000")
+    run_dir = session.run_dir
+    assert run_dir is not None
+    agents = _agents(run_dir, tmp_path)
+    deadline = time.monotonic() + 60
+    events = run_dir / "rank-1.jsonl"
+    while not (events.exists() and any(r["kind"] == "train" for r in read_events(events))):
+        assert time.monotonic() < deadline, "training never started"
+        time.sleep(0.2)
+    agents[1].send_signal(signal.SIGTERM)
+    (node0, err0), (node1, err1) = _finish(agents, timeout=30)
+    assert node1 == 130, err1
+    assert node0 == 1, err0
+    assert json.loads((run_dir / "node-1.json").read_text())["state"] == "cancelled"
+    assert not leftover_workers(run_dir)
+    outcome = gather_outcome(run_dir, 2)
+    # node 0 saw only its peer vanish: the run was stopped, not broken
+    assert outcome is not None and outcome.state == "cancelled"

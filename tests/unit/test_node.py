@@ -184,3 +184,16 @@ def test_all_nodes_finished_is_a_finished_run(tmp_path: Path) -> None:
     _node(tmp_path, 0, "finished", None, 0)
     _node(tmp_path, 1, "finished", None, 0)
     assert gather_outcome(tmp_path, 2) == Outcome("finished", None, [0, 0], 6.0)
+
+
+def test_a_stopped_node_makes_a_cancelled_run_not_its_peers_lost_connection(
+    tmp_path: Path,
+) -> None:
+    _node(tmp_path, 0, "failed", "rank 0: DistBackendError: Connection closed by peer", 1)
+    _node(tmp_path, 1, "cancelled", "interrupted by user (Ctrl-C)", -15)
+    outcome = gather_outcome(tmp_path, 2)
+    assert outcome is not None
+    assert (outcome.state, outcome.reason) == ("cancelled", "interrupted by user (Ctrl-C)")
+    _node(tmp_path, 0, "failed", "rank 0: RuntimeError: out of memory", 1)
+    outcome = gather_outcome(tmp_path, 2)
+    assert outcome is not None and outcome.state == "failed"  # a real error still wins

@@ -318,9 +318,10 @@ def write_node_outcome(
 def gather_outcome(run_dir: Path, nnodes: int) -> Outcome | None:
     """The run's outcome from every node's ``node-<R>.json``; None until all nodes wrote one.
 
-    Failed if any node failed, with the root cause preferred over peers' lost-connection errors
-    (node 0 usually reports its rank's broken collective, node 1 the real error); cancelled if
-    any node was stopped and none failed; exit codes in global rank order."""
+    A node that failed with a real error makes the run failed with that reason; otherwise a
+    stopped node (``scancel``, a deleted pod) makes it cancelled — its peers then fail only with
+    lost connections, which are not a cause —; otherwise a failed node's reason stands.
+    Exit codes in global rank order, the wall time the slowest node's."""
     nodes = []
     for r in range(nnodes):
         try:
@@ -329,11 +330,15 @@ def gather_outcome(run_dir: Path, nnodes: int) -> Outcome | None:
             return None
     codes: list[int | None] = [c for n in nodes for c in n["exit_codes"]]
     wall = max(float(n["wall_time"]) for n in nodes)
-    for state in ("failed", "cancelled"):
-        reasons = [str(n["reason"]) for n in nodes if n["state"] == state]
-        if reasons:
-            primary = [r for r in reasons if not is_peer_loss(r)]
-            return Outcome(state, (primary or reasons)[0], codes, wall)
+    failed = [str(n["reason"]) for n in nodes if n["state"] == "failed"]
+    cancelled = [str(n["reason"]) for n in nodes if n["state"] == "cancelled"]
+    primary = [r for r in failed if not is_peer_loss(r)]
+    if primary:
+        return Outcome("failed", primary[0], codes, wall)
+    if cancelled:
+        return Outcome("cancelled", cancelled[0], codes, wall)
+    if failed:
+        return Outcome("failed", failed[0], codes, wall)
     return Outcome("finished", None, codes, wall)
 
 
