@@ -17,6 +17,7 @@ SCRIPTS = {
     "comm_efficiency.py": False,
     "throughput_1a.py": True,
     "throughput_3a.py": True,  # the full-size AWD-LSTM, 1 step each side: ~20 s
+    "throughput_translation.py": True,  # 4a and 4b, tiny models, 1 step each side: ~20 s
     "data_pipeline.py": True,
     "ingest.py": False,
     "master_abuse.py": False,
