@@ -537,7 +537,7 @@ def test_upload_status_is_recorded_checked_and_shown(
     partial |= {"reason": "1 record(s) refused by the master", "drain_seconds": 0.05}
     out = client.put(f"{url}/upload", json=partial)
     assert out.status_code == 200, out.text
-    assert out.json()["upload"] == {**partial, "stored": 9}
+    assert out.json()["upload"] == {**partial, "stored": 9, "parts": None}
     assert client.get(url).json()["upload"]["complete"] is False
     assert client.get("/api/runs").json()["runs"][0]["upload"]["quarantined"] == 1
     # a report of complete is believed only when the events are here
@@ -561,6 +561,38 @@ def test_upload_status_is_recorded_checked_and_shown(
     assert bad.status_code == 422 and "pending" in bad.text
 
 
+def test_each_nodes_report_counts_and_a_late_complete_one_hides_nothing(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """A multi-node run: each node's agent reports only its own ranks. The master keeps every
+    report and sums them; the run is complete only when every node's part is."""
+    run = _create(client, workers=2)
+    url = f"/api/runs/{run['id']}"
+    for rank in (0, 1):
+        client.post(f"{url}/events", json={"events": _worker_events(tmp_path, run["id"], rank, 2)})
+    assert stored_total(client, url) == 10  # events of both ranks are here (5 records each)
+    base = {"quarantined": 0, "pending": 0, "reason": None}
+    node1 = {**base, "complete": False, "uploaded": 3, "pending": 4, "reason": "master down"}
+    client.put(f"{url}/upload", json={**node1, "ranks": [1]})
+    up = client.put(f"{url}/upload", json={**base, "complete": True, "uploaded": 7, "ranks": [0]})
+    got = up.json()["upload"]
+    assert got["complete"] is False, got  # node 0's later report does not hide node 1's
+    assert got["uploaded"] == 10 and got["pending"] == 4
+    assert got["reason"] == "ranks 1: master down"
+    assert set(got["parts"]) == {"0", "1"} and got["parts"]["0"]["complete"] is True
+    # node 1 retried and finished: every part complete (and the events are here) → complete
+    fixed = {**base, "complete": True, "uploaded": stored_total(client, url) - 7, "ranks": [1]}
+    done = client.put(f"{url}/upload", json=fixed).json()["upload"]
+    assert done["complete"] is True and done["reason"] is None, done
+    # a whole-run report (mlbench import) replaces the parts
+    whole = {**base, "complete": True, "uploaded": done["uploaded"]}
+    assert client.put(f"{url}/upload", json=whole).json()["upload"]["parts"] is None
+
+
+def stored_total(client: TestClient, url: str) -> int:
+    return sum(m["count"] for m in client.get(f"{url}/metrics").json()["metrics"])
+
+
 def test_an_imported_result_brings_its_upload_status(client: TestClient) -> None:
     result = {"schema_version": 1, "state": "finished", "task": "epsilon-logreg", "world_size": 1}
     upload = {"complete": False, "uploaded": 0, "quarantined": 2, "pending": 5, "reason": "down"}
@@ -568,7 +600,7 @@ def test_an_imported_result_brings_its_upload_status(client: TestClient) -> None
         "/api/runs/import", json={"run_id": "imp-1", "result": result | {"upload": upload}}
     )
     assert run.status_code == 200, run.text
-    assert run.json()["upload"] == {**upload, "drain_seconds": None, "stored": 0}
+    assert run.json()["upload"] == {**upload, "drain_seconds": None, "stored": 0, "parts": None}
     assert run.json()["result"]["upload"]["quarantined"] == 2
     # a result that claims a complete upload of events this master does not hold is not believed
     claim = upload | {"complete": True, "uploaded": 40, "quarantined": 0, "pending": 0}

@@ -49,7 +49,7 @@ class RunRequest(BaseModel):
     )
 
 
-class UploadIn(BaseModel):
+class UploadFacts(BaseModel):
     """How a run's event upload ended, as the uploader saw it (``UploadStatus`` in
     ``telemetry/uploader.py``; also result.json's ``upload``)."""
 
@@ -61,6 +61,17 @@ class UploadIn(BaseModel):
     pending: int = Field(0, ge=0, le=2**62, description="records not sent")
     reason: str | None = Field(None, max_length=10_000, pattern=r"^[^\x00]*$")
     drain_seconds: float | None = Field(None, ge=0, le=1e9, allow_inf_nan=False)
+
+
+class UploadIn(UploadFacts):
+    """An uploader's report: the facts, and which ranks they cover."""
+
+    ranks: list[Annotated[int, Field(ge=0, le=1_000_000)]] | None = Field(
+        None,
+        max_length=100_000,
+        description="the ranks this report covers (one node's agent on a multi-node run); "
+        "absent: the whole run",
+    )
 
 
 class ImportRequest(BaseModel):
@@ -222,11 +233,16 @@ class RunOut(BaseModel):
     )
 
 
-class UploadOut(UploadIn):
+class UploadOut(UploadFacts):
     """A run's upload status as this master holds it: the uploader's report, checked against
     the events stored (a report of ``complete`` with fewer events stored is not complete)."""
 
     stored: int = Field(description="events this master held for the run when it was told")
+    parts: dict[str, UploadFacts] | None = Field(
+        None,
+        description="a multi-node run: each node's own report, keyed by its ranks "
+        '("0,1"); the fields above are their sum (complete only when every part is)',
+    )
 
 
 class RunsOut(BaseModel):

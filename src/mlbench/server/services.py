@@ -265,16 +265,40 @@ def record_upload(s: Session, run: Run, status: UploadIn) -> None:
     Why check: the report comes from the uploader, but completeness is a fact about this
     database (an import into a fresh master, a run deleted and re-imported without events)."""
     stored = s.scalar(select(func.count()).select_from(Event).where(Event.run_id == run.id)) or 0
-    upload = status.model_dump()
-    if upload["complete"] and stored < status.uploaded:
+    upload = _merge_reports(run.upload, status)
+    if upload["complete"] and stored < upload["uploaded"]:
         upload["complete"] = False
         upload["reason"] = (
-            f"this master holds {stored} of the run's {status.uploaded} uploaded events; "
+            f"this master holds {stored} of the run's {upload['uploaded']} uploaded events; "
             "`mlbench import RUN_DIR` sends them again"
         )
     run.upload = {**upload, "stored": int(stored)}
     if isinstance(run.result, dict):  # one truth: the stored result says the same
         run.result = {**run.result, "upload": upload}
+
+
+def _merge_reports(previous: Any, status: UploadIn) -> dict[str, Any]:
+    """One upload status from every node's report: on a multi-node run each node's agent
+    reports only its own ranks (``ranks``), so a later complete report must not hide an
+    earlier incomplete one. Reports are kept per rank set (``parts``) and summed; a report for
+    the whole run (no ``ranks``: a single launcher, ``mlbench import``) replaces them."""
+    report = status.model_dump(exclude={"ranks"})
+    if status.ranks is None:
+        return report
+    parts = dict(previous.get("parts") or {}) if isinstance(previous, dict) else {}
+    parts[",".join(str(r) for r in sorted(set(status.ranks)))] = report
+    values = list(parts.values())
+    reasons = [f"ranks {k}: {p['reason']}" for k, p in parts.items() if p.get("reason")]
+    drains = [p["drain_seconds"] for p in values if p.get("drain_seconds") is not None]
+    return {
+        "complete": all(p["complete"] for p in values),
+        "uploaded": sum(p["uploaded"] for p in values),
+        "quarantined": sum(p["quarantined"] for p in values),
+        "pending": sum(p["pending"] for p in values),
+        "reason": "; ".join(reasons) or None,
+        "drain_seconds": max(drains) if drains else None,
+        "parts": parts,
+    }
 
 
 def record_upload_from_result(s: Session, run: Run) -> None:

@@ -230,9 +230,12 @@ class Uploader:
         verdict (the status, checked against what it stores); raises UploadError when it could
         not be told (result.json still says it)."""
         try:
+            body = status.to_dict()
+            if self.ranks != list(range(self.world_size)):
+                body["ranks"] = self.ranks  # one node's share: the master merges the reports
             resp = self.client.put(
                 f"{self.base_url}/api/runs/{self.run_id}/upload",
-                json=status.to_dict(),
+                json=body,
                 timeout=self._request_timeout(),
             )
         except httpx.HTTPError as exc:
