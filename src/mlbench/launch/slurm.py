@@ -40,6 +40,7 @@ from mlbench.launch.worker import ERROR_MARKER
 
 SCRIPT_FILE = "slurm.sbatch"
 JOB_FILE = "slurm-job.json"
+PYTHON_ENV = "MLBENCH_SLURM_PYTHON"
 #: how often the job's state is asked of slurmctld (every squeue is an RPC to the controller)
 QUERY_SECONDS = 0.5
 #: states in which the job may still run (or is still cleaning up its steps)
@@ -82,9 +83,9 @@ class SlurmSpec:
     backend: str = "auto"
     #: torch threads per rank; None: the node's CPUs (``$SLURM_CPUS_ON_NODE``) / ranks per node
     threads_per_worker: int | None = None
-    #: the Python on the compute nodes that has mlbench (the same path on a shared filesystem)
-    python: str = sys.executable
-    job_name: str = "mlbench"
+    #: the Python with mlbench on the compute nodes: $MLBENCH_SLURM_PYTHON, else this one's path
+    #: (the same venv on the shared filesystem, the usual cluster setup)
+    python: str = field(default_factory=lambda: os.environ.get(PYTHON_ENV) or sys.executable)
 
     @property
     def workers(self) -> int:
@@ -107,16 +108,19 @@ class SlurmSpec:
 
 def agent_command(spec: SlurmSpec, run_dir: Path) -> str:
     """The per-node agent's command line, for ``bash -c`` under srun: the node rank and node
-    count are the task's own ``$SLURM_NODEID``/``$SLURM_NNODES``, and the default threads per
-    rank this node's CPUs over its ranks, all expanded on each node."""
-    k = spec.nproc_per_node
+    count are the task's own ``$SLURM_NODEID``/``$SLURM_NNODES``, expanded on each node."""
     fixed = [spec.python, "-m", "mlbench.cli.main", "node"]
-    rest = ["--nproc-per-node", str(k), "--run-dir", str(run_dir), "--backend", spec.backend]
+    rest = [
+        "--nproc-per-node",
+        str(spec.nproc_per_node),
+        "--run-dir",
+        str(run_dir),
+        "--backend",
+        spec.backend,
+    ]
+    if spec.threads_per_worker:  # else the agent's default: the node's CPU cores / K
+        rest += ["--threads-per-worker", str(spec.threads_per_worker)]
     return (
-        'if [ "$MLBENCH_THREADS" = 0 ]; then '
-        f"MLBENCH_THREADS=$(( ${{SLURM_CPUS_ON_NODE:-1}} / {k} )); "
-        '[ "$MLBENCH_THREADS" -ge 1 ] || MLBENCH_THREADS=1; fi; '
-        "export MLBENCH_THREADS OMP_NUM_THREADS=$MLBENCH_THREADS; "
         f'exec {shlex.join(fixed)} --nnodes "$SLURM_NNODES" --node-rank "$SLURM_NODEID" '
         f'--master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" {shlex.join(rest)}'
     )
@@ -127,11 +131,11 @@ def batch_script(spec: SlurmSpec, run_dir: Path) -> str:
 
     One Slurm task per node runs the agent, which starts that node's ranks. Nodes are allocated
     whole (``--exclusive``): a timing benchmark sharing a node with another job measures both,
-    and the default threads per rank come from the node's CPUs. GPUs are asked for only when
+    and the agent's default threads per rank come from the node's CPU cores. GPUs are asked for only when
     wanted (a cluster without GRES refuses any ``--gpus-per-node``)."""
     run = shlex.quote(str(run_dir))
     sbatch = [
-        f"--job-name={spec.job_name}",
+        f"--job-name=mlbench-{run_dir.name}",
         f"--nodes={spec.nodes}",
         "--ntasks-per-node=1",
         "--exclusive",
@@ -143,7 +147,6 @@ def batch_script(spec: SlurmSpec, run_dir: Path) -> str:
     if spec.time:
         sbatch.append(f"--time={spec.time}")
     sbatch += [f"--output={run_dir}/slurm-%j.out", f"--chdir={run_dir}"]
-    threads = spec.threads_per_worker or 0
     lines = [
         "#!/bin/bash",
         *(f"#SBATCH {opt}" for opt in sbatch),
@@ -158,13 +161,11 @@ def batch_script(spec: SlurmSpec, run_dir: Path) -> str:
         '  MASTER_ADDR=$(scontrol show node "$first" -o | tr " " "\\n" | sed -n "s/^NodeAddr=//p")',
         "fi",
         "MASTER_PORT=$(( 20000 + SLURM_JOB_ID % 20000 ))",
-        f"MLBENCH_THREADS={threads}  # torch threads per rank; 0: the node's CPUs / its ranks",
-        "PYTHONUNBUFFERED=1",
-        "export MASTER_ADDR MASTER_PORT MLBENCH_THREADS PYTHONUNBUFFERED",
+        "export MASTER_ADDR MASTER_PORT",
         "",
         "# one agent per node; one failing node ends the others (the reason is in rank-<r>.stderr)",
         f"srun --kill-on-bad-exit=1 --nodes={spec.nodes} --ntasks-per-node=1 \\",
-        f"  --output={run}/node-%n.stdout --error={run}/node-%n.stderr \\",
+        f"  --output={run}/agent-%n.stdout --error={run}/agent-%n.stderr \\",
         f"  bash -c {shlex.quote(agent_command(spec, run_dir))}",
         "",
     ]
@@ -267,9 +268,9 @@ def final_state(job_id: str) -> tuple[str, int | None] | None:
 
 def root_cause(run_dir: Path) -> str | None:
     """The failing rank's ``MLBENCH-ERROR:`` line, preferring a real error over the lost-peer
-    errors of the ranks it took down; an agent's own line (``node-<n>.stderr``) otherwise."""
+    errors of the ranks it took down; an agent's own line (``agent-<n>.stderr``) otherwise."""
     found: list[str] = []
-    for pattern in ("rank-*.stderr", "node-*.stderr"):
+    for pattern in ("rank-*.stderr", "agent-*.stderr"):
         for path in sorted(run_dir.glob(pattern)):
             for line in _tail(path):
                 if line.startswith(ERROR_MARKER):
@@ -301,6 +302,7 @@ class SlurmLauncher:
     _ended_at: float | None = field(default=None, init=False)
 
     def start(self) -> None:
+        self.run_dir = self.run_dir.resolve()  # the nodes see absolute paths only
         script = self.run_dir / SCRIPT_FILE
         script.write_text(batch_script(self.spec, self.run_dir))
         self._started = time.perf_counter()
