@@ -74,8 +74,9 @@ def slurm_conf(root: Path, host: str, ports: dict[str, int]) -> str:
             f"NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 Port={ports[node]} "
             "CPUs=1 RealMemory=1000"
         )
-    lines.append(f"PartitionName={PARTITION} Nodes={','.join(NODES)} Default=YES "
-                 "MaxTime=INFINITE State=UP")
+    lines.append(
+        f"PartitionName={PARTITION} Nodes={','.join(NODES)} Default=YES MaxTime=INFINITE State=UP"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -198,8 +199,9 @@ class SlurmCluster:
             if res.returncode == 0 and states.count("idle") == len(NODES):
                 return
             time.sleep(0.1)
-        raise SlurmUnavailable(f"the emulated nodes never became idle ({states!r}); logs in "
-                               f"{self.root}")
+        raise SlurmUnavailable(
+            f"the emulated nodes never became idle ({states!r}); logs in {self.root}"
+        )
 
     def stop(self) -> None:
         """Stop the daemons this cluster started, by pid, slurmds first."""

@@ -97,7 +97,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     slurm.add_argument("--partition", metavar="P", help="Slurm partition (default: the cluster's)")
     slurm.add_argument(
-        "--time", metavar="T", help="Slurm time limit, e.g. 30 or 02:00:00 (default: the partition's)"
+        "--time",
+        metavar="T",
+        help="Slurm time limit, e.g. 30 or 02:00:00 (default: the partition's)",
     )
     slurm.add_argument(
         "--dry-run",

@@ -24,6 +24,7 @@ so anything that finds the run later (the master's executor after a restart) fin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -131,8 +132,8 @@ def batch_script(spec: SlurmSpec, run_dir: Path) -> str:
 
     One Slurm task per node runs the agent, which starts that node's ranks. Nodes are allocated
     whole (``--exclusive``): a timing benchmark sharing a node with another job measures both,
-    and the agent's default threads per rank come from the node's CPU cores. GPUs are asked for only when
-    wanted (a cluster without GRES refuses any ``--gpus-per-node``)."""
+    and the agent's default threads per rank come from the node's CPU cores. GPUs are asked for
+    only when wanted (a cluster without GRES refuses any ``--gpus-per-node``)."""
     run = shlex.quote(str(run_dir))
     sbatch = [
         f"--job-name=mlbench-{run_dir.name}",
@@ -201,6 +202,13 @@ def submit(script: Path) -> str:
         words = (proc.stderr or proc.stdout).strip().splitlines()
         raise SlurmError(f"sbatch refused the job: {words[-1] if words else proc.returncode}")
     return proc.stdout.strip().split(";")[0]
+
+
+def cancel(job_id: str) -> None:
+    """``scancel ID``: Slurm signals every step, then ends the job (gone within ~0.35 s)."""
+    proc = _slurm(["scancel", job_id])
+    if proc.returncode != 0:
+        raise SlurmError(f"scancel {job_id} failed: {(proc.stderr or proc.stdout).strip()}")
 
 
 def queue_state(job_id: str) -> str | None:
@@ -278,7 +286,8 @@ def root_cause(run_dir: Path) -> str | None:
         if found:
             break
     primary = [r for r in found if not any(s in r for s in _PEER_LOSS)]
-    return (primary or found or [None])[0]
+    candidates = primary or found
+    return candidates[0] if candidates else None
 
 
 def _tail(path: Path, max_bytes: int = 8192) -> list[str]:
@@ -344,7 +353,8 @@ class SlurmLauncher:
     def stop(self, reason: str = "interrupted by user (Ctrl-C)") -> Outcome:
         """``scancel`` the job and wait (bounded) until Slurm has ended it."""
         if self.job_id is not None:
-            _slurm(["scancel", self.job_id])
+            with contextlib.suppress(SlurmError):  # already ended: nothing left to cancel
+                cancel(self.job_id)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and queue_state(self.job_id) in ACTIVE_STATES:
                 time.sleep(0.2)
