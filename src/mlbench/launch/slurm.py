@@ -276,7 +276,9 @@ def final_state(job_id: str) -> tuple[str, int | None] | None:
 
 def root_cause(run_dir: Path) -> str | None:
     """The failing rank's ``MLBENCH-ERROR:`` line, preferring a real error over the lost-peer
-    errors of the ranks it took down; an agent's own line (``agent-<n>.stderr``) otherwise."""
+    errors of the ranks it took down; an agent's own marker line (``agent-<n>.stderr``) next;
+    else the last line an agent wrote (an agent that could not even start: a wrong Python on the
+    nodes, an mlbench without ``node``)."""
     found: list[str] = []
     for pattern in ("rank-*.stderr", "agent-*.stderr"):
         for path in sorted(run_dir.glob(pattern)):
@@ -287,7 +289,13 @@ def root_cause(run_dir: Path) -> str | None:
             break
     primary = [r for r in found if not any(s in r for s in _PEER_LOSS)]
     candidates = primary or found
-    return candidates[0] if candidates else None
+    if candidates:
+        return candidates[0]
+    for path in sorted(run_dir.glob("agent-*.stderr")):
+        lines = [ln.strip() for ln in _tail(path) if ln.strip()]
+        if lines:
+            return f"node {path.stem.removeprefix('agent-')}: {lines[-1]}"
+    return None
 
 
 def _tail(path: Path, max_bytes: int = 8192) -> list[str]:
