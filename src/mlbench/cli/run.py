@@ -74,6 +74,38 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="URL",
         help="submit to this master instead of running here (token: $MLBENCH_TOKEN)",
     )
+    slurm = p.add_argument_group(
+        "cluster engines",
+        "--engine slurm submits the run as one Slurm batch job from this login node (the run "
+        "directory must be on the cluster's shared filesystem; docs/deploy-slurm.md)",
+    )
+    slurm.add_argument(
+        "--engine",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: worker processes on this machine (default); slurm: sbatch + srun",
+    )
+    slurm.add_argument("--nodes", type=int, metavar="N", help="nodes to allocate (slurm)")
+    slurm.add_argument(
+        "--nproc-per-node",
+        type=int,
+        metavar="K",
+        help="ranks per node (slurm; default: --gpus-per-node, or 1 without GPUs)",
+    )
+    slurm.add_argument(
+        "--gpus-per-node", type=int, default=0, metavar="G", help="GPUs per node (slurm)"
+    )
+    slurm.add_argument("--partition", metavar="P", help="Slurm partition (default: the cluster's)")
+    slurm.add_argument(
+        "--time",
+        metavar="T",
+        help="Slurm time limit, e.g. 30 or 02:00:00 (default: the partition's)",
+    )
+    slurm.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the request and print the batch script; submit nothing (slurm)",
+    )
     p.set_defaults(func=run)
 
 
@@ -104,10 +136,11 @@ def run(args: argparse.Namespace) -> int:
         return submit(args, extra)
     if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
         raise ConfigError(f"data directory {args.data_dir} does not exist")
+    spec = _slurm_spec(args)
     session = LaunchSession(
         LaunchRequest(
             task=args.task,
-            workers=args.workers,
+            workers=spec.workers if spec else args.workers,
             backend=args.backend,
             config_file=args.config,
             overrides=_overrides(args),
@@ -117,13 +150,79 @@ def run(args: argparse.Namespace) -> int:
             upload=args.upload,
             upload_token=os.environ.get("MLBENCH_UPLOAD_TOKEN"),
             oversubscribe=args.oversubscribe,
-        )
+            engine=args.engine,
+        ),
+        **({"launcher_factory": _slurm_factory(spec)} if spec else {}),
     )
     task, _ = session.preflight()  # everything checked before anything exists (exit 2)
+    if spec is not None and args.dry_run:
+        return _dry_run(spec, session)
     run_dir = session.prepare()  # an unwritable run directory is exit 2 too, still no worker
     for warning in session.warnings:
         print(warning, file=sys.stderr)
     return _execute(session, run_dir, task.target.metric, args)
+
+
+def _slurm_spec(args: argparse.Namespace) -> Any:
+    """The Slurm request (a :class:`~mlbench.launch.slurm.SlurmSpec`), checked; None for the
+    local engine, which refuses the cluster-only options rather than ignoring them."""
+    if args.engine != "slurm":
+        given = [
+            flag
+            for flag, value in (
+                ("--nodes", args.nodes),
+                ("--nproc-per-node", args.nproc_per_node),
+                ("--gpus-per-node", args.gpus_per_node or None),
+                ("--partition", args.partition),
+                ("--time", args.time),
+                ("--dry-run", args.dry_run or None),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ConfigError(f"{', '.join(given)} need --engine slurm")
+        return None
+    from mlbench.launch.slurm import SlurmSpec
+
+    if args.nodes is None:
+        raise ConfigError("--engine slurm needs --nodes N")
+    spec = SlurmSpec(
+        nodes=args.nodes,
+        nproc_per_node=args.nproc_per_node or max(1, args.gpus_per_node),
+        gpus_per_node=args.gpus_per_node,
+        partition=args.partition,
+        time=args.time,
+        backend=args.backend,
+        threads_per_worker=args.threads_per_worker,
+    )
+    spec.check()
+    if args.workers not in (1, spec.workers):
+        raise ConfigError(
+            f"--workers {args.workers} differs from --nodes × --nproc-per-node = {spec.workers}"
+            " (with --engine slurm, leave --workers out)"
+        )
+    return spec
+
+
+def _slurm_factory(spec: Any) -> Any:
+    from mlbench.launch.slurm import SlurmLauncher
+
+    def factory(run_dir: Path, request: Any, threads: int) -> SlurmLauncher:
+        return SlurmLauncher(run_dir, spec)
+
+    return factory
+
+
+def _dry_run(spec: Any, session: Any) -> int:
+    """Print the batch script the run would submit, for a run directory not yet created."""
+    from mlbench import runs
+    from mlbench.launch.slurm import batch_script
+
+    r = session.request
+    runs_dir = (r.runs_dir.expanduser() if r.runs_dir else runs.default_runs_dir()).resolve()
+    run_id = r.run_id or runs.new_run_id(session.task.name)
+    print(batch_script(spec, runs_dir / run_id), end="")
+    return 0
 
 
 def _execute(session: Any, run_dir: Path, metric: str, args: argparse.Namespace) -> int:
@@ -134,9 +233,16 @@ def _execute(session: Any, run_dir: Path, metric: str, args: argparse.Namespace)
     from mlbench.telemetry.uploader import QUARANTINE_FILE
 
     console = Console(stderr=True)
-    console.print(
-        f"run {run_dir.name}: {args.workers} worker(s) × {session.threads} thread(s) → {run_dir}"
-    )
+    if args.engine == "slurm":
+        console.print(
+            f"run {run_dir.name}: Slurm job of {args.nodes} node(s) × "
+            f"{session.request.workers // args.nodes} rank(s) → {run_dir}"
+        )
+    else:
+        console.print(
+            f"run {run_dir.name}: {args.workers} worker(s) × {session.threads} thread(s) → "
+            f"{run_dir}"
+        )
 
     def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

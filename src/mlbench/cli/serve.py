@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlbench.server.slurm import SlurmPlacement
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +32,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-scheduler", action="store_true", help="only record runs; never launch them"
     )
+    p.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default="local",
+        help="where admitted runs execute: local processes on this machine (default), or "
+        "Slurm jobs submitted from this machine, a login node (docs/deploy-slurm.md)",
+    )
+    slurm = p.add_argument_group("slurm executor", "placement of every run (--executor slurm)")
+    slurm.add_argument(
+        "--slurm-nproc-per-node",
+        type=int,
+        default=None,
+        metavar="K",
+        help="ranks per node: a run of W workers takes W/K nodes (default: GPUs per node, or 1)",
+    )
+    slurm.add_argument("--slurm-gpus-per-node", type=int, default=0, metavar="G")
+    slurm.add_argument("--slurm-partition", metavar="P")
+    slurm.add_argument("--slurm-time", metavar="T", help="time limit per job, e.g. 02:00:00")
     p.add_argument(
         "--open-reads",
         action="store_true",
@@ -85,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
             runs_dir=Path(args.runs_dir).expanduser() if args.runs_dir else default_runs_dir(),
             capacity_workers=args.capacity_workers or os.cpu_count() or 1,
             data_dir=str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None,
+            executor=args.executor,
+            slurm=_slurm_placement(args) if args.executor == "slurm" else None,
         )
     for flag in ("max_events_mb", "max_import_mb", "max_body_mb", "shutdown_timeout"):
         if not getattr(args, flag) > 0:
@@ -117,3 +141,13 @@ def run(args: argparse.Namespace) -> int:
 
     Server(config).run()
     return 0
+
+
+def _slurm_placement(args: argparse.Namespace) -> SlurmPlacement:
+    from mlbench.launch.slurm import SlurmSpec
+    from mlbench.server.slurm import SlurmPlacement
+
+    k = args.slurm_nproc_per_node or max(1, args.slurm_gpus_per_node)
+    # the same checks `mlbench run --engine slurm` makes, now rather than at every launch
+    SlurmSpec(1, k, args.slurm_gpus_per_node, args.slurm_partition, args.slurm_time).check()
+    return SlurmPlacement(k, args.slurm_gpus_per_node, args.slurm_partition, args.slurm_time)

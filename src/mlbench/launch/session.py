@@ -46,6 +46,9 @@ class LaunchRequest:
     upload: str | None = None
     upload_token: str | None = None
     oversubscribe: bool = False
+    #: "local": the ranks run on this machine, so its GPUs and cores are checked; any other
+    #: engine (slurm) runs them elsewhere and the checks of this machine would be wrong
+    engine: str = "local"
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -148,10 +151,13 @@ class LaunchSession:
                 f"{r.workers} workers is impossible here: each would get {per_rank} of "
                 f"{info.train_size} training samples, less than one step ({need} samples)"
             )
-        check_backend(r.backend, r.workers)
-        cores = cpu_cores()
-        threads = r.threads_per_worker or max(1, cores // r.workers)
-        warning = check_cores(r.workers, threads, cores, allow=r.oversubscribe)
+        if r.engine == "local":
+            check_backend(r.backend, r.workers)
+            cores = cpu_cores()
+            threads = r.threads_per_worker or max(1, cores // r.workers)
+            warning = check_cores(r.workers, threads, cores, allow=r.oversubscribe)
+        else:  # 0: each node's agent decides from its own cores
+            threads, warning = r.threads_per_worker or 0, None
         self.task, self.cfg, self.info = task, cfg, info
         self.threads = threads
         self.warnings = [warning] if warning else []
@@ -184,6 +190,7 @@ class LaunchSession:
             "workers": r.workers,
             "backend_requested": r.backend,
             "threads_per_worker": self.threads,
+            "engine": r.engine,
             "command": r.command,
             "data": self.info.description,
             "official_data_issues": list(self.info.issues),

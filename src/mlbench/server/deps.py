@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi import Path as PathParam
@@ -26,6 +26,9 @@ from mlbench.server import auth
 from mlbench.server.models import Run, Token
 from mlbench.server.schemas import RUN_ID
 
+if TYPE_CHECKING:
+    from mlbench.server.slurm import SlurmPlacement
+
 
 @dataclass
 class SchedulerSettings:
@@ -36,6 +39,10 @@ class SchedulerSettings:
     capacity_workers: int
     data_dir: str | None = None  # given to runs whose overrides don't set data.dir
     poll_seconds: float = 0.5
+    #: "local" (runs on this machine) or "slurm" (jobs submitted from this login node)
+    executor: str = "local"
+    #: for the slurm executor: ranks and GPUs per node, partition, time limit
+    slurm: SlurmPlacement | None = None
 
 
 @dataclass

@@ -30,6 +30,9 @@ from typing import Any, Protocol
 import psutil
 
 LOCAL = "local"
+SLURM = "slurm"
+#: executors whose run directory is on this machine (Slurm's: the shared filesystem)
+_FILES_HERE = (LOCAL, SLURM)
 
 
 class Executor(Protocol):
@@ -68,7 +71,7 @@ def run_files(ref: dict[str, Any] | None) -> Path | None:
     The API reads logs through this whether or not this master schedules runs, so it is a
     function of the reference, not of an executor instance; each kind says where its files are.
     """
-    if ref and ref.get("kind") == LOCAL and isinstance(ref.get("run_dir"), str):
+    if ref and ref.get("kind") in _FILES_HERE and isinstance(ref.get("run_dir"), str):
         return Path(ref["run_dir"])
     return None
 
@@ -118,6 +121,9 @@ class LocalExecutor:
     ~100x slower per step while another ran), and a k-worker run and a 1-worker baseline use the
     same threads per worker, so speedups compare workers, not thread pools.
     """
+
+    #: the ``kind`` of the references it writes (a subclass running another engine has its own)
+    kind = LOCAL
 
     def __init__(self, runs_dir: Path, master_url: str, capacity_workers: int = 1) -> None:
         self.runs_dir = runs_dir
@@ -179,7 +185,7 @@ class LocalExecutor:
                 start_new_session=True,  # survives a master restart; stopped by signal to group
             )
         return {
-            "kind": LOCAL,
+            "kind": self.kind,
             "run_id": run_id,
             "pid": proc.pid,
             "started": psutil.Process(proc.pid).create_time(),  # informational
@@ -191,7 +197,7 @@ class LocalExecutor:
         pid + create time: psutil derives create time from the kernel's boot time, which drifts
         on some VMs, and a recycled pid will not carry this run's id."""
         pid, run_id = ref.get("pid"), ref.get("run_id")
-        if ref.get("kind") != LOCAL or not isinstance(pid, int) or not run_id:
+        if ref.get("kind") != self.kind or not isinstance(pid, int) or not run_id:
             return False
         try:
             proc = psutil.Process(pid)
