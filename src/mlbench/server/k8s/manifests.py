@@ -1,0 +1,381 @@
+"""The per-run Kubernetes objects, as plain dicts (CLUSTERS.md §1.2).
+
+One run is three objects, all labelled ``mlbench.io/run-id``:
+
+* an **Indexed Job**: one pod per node (``completions = parallelism = nodes``), fail fast
+  (``backoffLimit: 0`` and a pod failure policy that fails the Job on any non-zero exit: a
+  benchmark wants a clean failure, not a restarted rank), a deadline from the run's budget and a
+  TTL long enough for the master to read the outcome;
+* a **headless Service** giving pod 0 the stable name ``<job>-0.<svc>`` the other ranks
+  rendezvous on (``publishNotReadyAddresses``: ranks resolve it before any pod is Ready);
+* a **Secret** with the run's upload token (and its resolved config), mounted as files — never an
+  environment variable, which leaks into ``kubectl describe`` and crash dumps.
+
+The Service and Secret get an ``ownerReference`` to the Job once the Job exists (its uid comes
+back from the create), so one Background delete of the Job removes all three.
+
+Dicts, not a client library's models: the objects are golden-tested and schema-validated as
+they are sent, and the master needs no Kubernetes package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlbench.errors import ConfigError
+
+RUN_ID_LABEL = "mlbench.io/run-id"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "mlbench"}
+KUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+RDZV_PORT = 29500
+SECRET_DIR = "/var/run/mlbench"
+TOKEN_FILE = f"{SECRET_DIR}/token"
+CONFIG_FILE = f"{SECRET_DIR}/config.json"
+RUN_DIR = "/tmp/run"
+#: rank 0's result.json, one line on the pod's log: how the master reads the outcome back
+#: without a shared filesystem (``pods/log`` is in the Role; the pod has no API access)
+RESULT_MARKER = "MLBENCH-RESULT: "
+UID = 10001  # the worker image's non-root user (docker/Dockerfile)
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+#: Indexed Job pods get the host name ``<job>-<index>``, a DNS label (63): leave room for it
+_MAX_JOB_NAME = 52
+
+
+def job_name(run_id: str) -> str:
+    """A DNS-1123 name for the run's Job (and Service, Secret): ``mlb-`` plus the run id in
+    lower case, shortened with a hash of the full id when too long so names stay unique."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-")
+    name = f"mlb-{slug}"
+    if len(name) > _MAX_JOB_NAME:
+        digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
+        name = f"{name[: _MAX_JOB_NAME - 9].rstrip('-')}-{digest}"
+    return name
+
+
+def run_label(run_id: str) -> str:
+    """The run id as a label value (63 characters, a restricted alphabet); the full id is also
+    an annotation, so nothing is lost when this has to be a hash."""
+    if len(run_id) <= 63 and _LABEL_VALUE.match(run_id):
+        return run_id
+    return hashlib.sha256(run_id.encode()).hexdigest()[:40]
+
+
+@dataclass
+class Toleration:
+    key: str
+    operator: str = "Exists"
+    value: str | None = None
+    effect: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        out = {"key": self.key, "operator": self.operator}
+        if self.value is not None:
+            out["value"] = self.value
+        if self.effect is not None:
+            out["effect"] = self.effect
+        return out
+
+
+@dataclass
+class Placement:
+    """Where and how big each node's pod is: the run options of ``mlbench serve --executor
+    kubernetes`` (the same for every run this master launches)."""
+
+    image: str
+    namespace: str = "default"
+    service_account: str = "mlbench-worker"
+    gpus_per_node: int = 0
+    cpu: str = "1"
+    memory: str = "2Gi"
+    shm: str = "1Gi"
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[Toleration] = field(default_factory=list)
+    queue: str | None = None  # a Kueue LocalQueue: the Job is created suspended and labelled
+    deadline_seconds: int = 24 * 3600
+    ttl_seconds: int = 3600
+    #: ranks on different nodes (required anti-affinity): inter-node benchmarks measure the
+    #: network, not loopback. Off only for single-node clusters (kind with one worker).
+    spread: bool = True
+
+    def __post_init__(self) -> None:
+        if self.gpus_per_node < 0:
+            raise ConfigError("gpus per node must be >= 0")
+        if self.deadline_seconds < 1 or self.ttl_seconds < 0:
+            raise ConfigError("deadline must be >= 1 s and TTL >= 0 s")
+
+
+@dataclass
+class RunSpec:
+    """One run as the executor launches it."""
+
+    run_id: str
+    task: str
+    config: dict[str, Any]
+    nodes: int
+    nproc_per_node: int
+    backend: str
+    master_url: str | None
+    placement: Placement
+
+    @property
+    def name(self) -> str:
+        return job_name(self.run_id)
+
+    def labels(self) -> dict[str, str]:
+        return {**MANAGED_BY, RUN_ID_LABEL: run_label(self.run_id)}
+
+    def metadata(self, name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "namespace": self.placement.namespace,
+            "labels": self.labels(),
+            "annotations": {RUN_ID_LABEL: self.run_id},
+        }
+
+
+def agent_argv(spec: RunSpec) -> list[str]:
+    """The node agent's command line, with ``$(JOB_COMPLETION_INDEX)`` left for the kubelet to
+    expand (the Job controller sets it in every pod of an Indexed Job)."""
+    argv = [
+        "mlbench",
+        "node",
+        "--nnodes",
+        str(spec.nodes),
+        "--node-rank",
+        "$(JOB_COMPLETION_INDEX)",
+        "--master-addr",
+        f"{spec.name}-0.{spec.name}",
+        "--master-port",
+        str(RDZV_PORT),
+        "--nproc-per-node",
+        str(spec.nproc_per_node),
+        "--run-dir",
+        RUN_DIR,
+        "--task",
+        spec.task,
+        "--config",
+        CONFIG_FILE,
+        "--backend",
+        spec.backend,
+    ]
+    if spec.master_url:
+        argv += ["--upload", spec.master_url, "--upload-token-file", TOKEN_FILE]
+    return argv
+
+
+def container_command(spec: RunSpec) -> list[str]:
+    """``sh -c`` around the agent: forwards SIGTERM to it (a shell as PID 1 would ignore it) and,
+    after it exits, prints rank 0's result.json as one ``MLBENCH-RESULT:`` log line, the
+    master's way to read the outcome. JSON strings hold no raw newlines, so dropping them keeps
+    the document intact. The kubelet expands ``$(JOB_COMPLETION_INDEX)`` inside the quoted
+    script before the shell runs it (it knows no shell quoting)."""
+    script = (
+        'trap \'kill -TERM "$pid" 2>/dev/null\' TERM; '
+        f"{shlex.join(agent_argv(spec))} & "
+        'pid=$!; wait "$pid"; rc=$?; '
+        'if [ "$rc" -gt 128 ]; then wait "$pid"; rc=$?; fi; '
+        f"if [ -f {RUN_DIR}/result.json ]; then "
+        f"printf '%s' '{RESULT_MARKER}'; tr -d '\\n' < {RUN_DIR}/result.json; echo; fi; "
+        'exit "$rc"'
+    )
+    return ["/bin/sh", "-c", script]
+
+
+def _security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_spec(spec: RunSpec) -> dict[str, Any]:
+    p = spec.placement
+    limits: dict[str, str] = {"memory": p.memory}
+    if p.gpus_per_node:
+        limits["nvidia.com/gpu"] = str(p.gpus_per_node)
+    container: dict[str, Any] = {
+        "name": "node",
+        "image": p.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": container_command(spec),
+        "env": [
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "MLBENCH_RUN_ID", "value": spec.run_id},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        "ports": [{"name": "rdzv", "containerPort": RDZV_PORT, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": p.cpu, "memory": p.memory}, "limits": limits},
+        "securityContext": _security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "run-secret", "mountPath": SECRET_DIR, "readOnly": True},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    out: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "subdomain": spec.name,
+        "serviceAccountName": p.service_account,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": UID,
+            "runAsGroup": UID,
+            "fsGroup": UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {
+                "name": "run-secret",
+                "secret": {"secretName": spec.name, "defaultMode": 0o440},
+            },
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": p.shm}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if spec.nodes > 1 and p.spread:
+        out["affinity"] = {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "labelSelector": {"matchLabels": {JOB_NAME_LABEL: spec.name}},
+                        "topologyKey": "kubernetes.io/hostname",
+                    }
+                ]
+            }
+        }
+    if p.node_selector:
+        out["nodeSelector"] = dict(p.node_selector)
+    if p.tolerations:
+        out["tolerations"] = [t.to_dict() for t in p.tolerations]
+    return out
+
+
+def job(spec: RunSpec) -> dict[str, Any]:
+    p = spec.placement
+    meta = spec.metadata(spec.name)
+    if p.queue:
+        meta["labels"][KUEUE_LABEL] = p.queue
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": spec.nodes,
+        "parallelism": spec.nodes,
+        "backoffLimit": 0,
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {"containerName": "node", "operator": "NotIn", "values": [0]},
+                }
+            ]
+        },
+        "activeDeadlineSeconds": p.deadline_seconds,
+        "ttlSecondsAfterFinished": p.ttl_seconds,
+        "template": {"metadata": {"labels": spec.labels()}, "spec": pod_spec(spec)},
+    }
+    if p.queue:
+        job_spec["suspend"] = True  # Kueue admits (unsuspends) the whole Job at once
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
+
+
+def service(spec: RunSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": spec.metadata(spec.name),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {JOB_NAME_LABEL: spec.name},
+            "ports": [{"name": "rdzv", "port": RDZV_PORT, "targetPort": RDZV_PORT}],
+        },
+    }
+
+
+def secret(spec: RunSpec, upload_token: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": spec.metadata(spec.name),
+        "type": "Opaque",
+        "immutable": True,
+        "stringData": {
+            "token": upload_token,
+            "config.json": json.dumps(spec.config, indent=2, sort_keys=True) + "\n",
+        },
+    }
+
+
+def owned_by(obj: dict[str, Any], job_obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with an ownerReference to the created Job (its uid is known only after the
+    create): the garbage collector then deletes it with the Job."""
+    meta = job_obj["metadata"]
+    ref = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": False,
+        "blockOwnerDeletion": True,
+    }
+    out = json.loads(json.dumps(obj))
+    out["metadata"]["ownerReferences"] = [ref]
+    return out
+
+
+def run_objects(spec: RunSpec, upload_token: str) -> list[dict[str, Any]]:
+    """The three objects in creation order (the Service and Secret still without owner)."""
+    return [job(spec), service(spec), secret(spec, upload_token)]
+
+
+def jobset(spec: RunSpec) -> dict[str, Any]:
+    """The same run as a JobSet (``jobset.x-k8s.io/v1alpha2``), for clusters that run the
+    JobSet controller: one replicated Job with the same pod template; JobSet makes the headless
+    Service itself (named after the JobSet, ``enableDNSHostnames``), so the master address
+    becomes ``<jobset>-node-0-0.<jobset>``. No restarts: a benchmark fails fast. The token
+    Secret is not part of the export (create it by hand; the manifest names it)."""
+    job_obj = job(spec)
+    template = json.loads(json.dumps(job_obj["spec"]["template"]))
+    pod = template["spec"]
+    pod.pop("subdomain", None)
+    master = f"{spec.name}-node-0-0.{spec.name}"
+    script = pod["containers"][0]["command"][2]
+    pod["containers"][0]["command"][2] = script.replace(f"{spec.name}-0.{spec.name}", master)
+    if "affinity" in pod:
+        rule = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        rule[0]["labelSelector"] = {"matchLabels": {"jobset.sigs.k8s.io/jobset-name": spec.name}}
+    job_spec = {
+        k: v for k, v in job_obj["spec"].items() if k not in ("template", "ttlSecondsAfterFinished")
+    }
+    job_spec.pop("suspend", None)
+    job_spec["template"] = template
+    meta = spec.metadata(spec.name)
+    if spec.placement.queue:
+        meta["labels"][KUEUE_LABEL] = spec.placement.queue
+    return {
+        "apiVersion": "jobset.x-k8s.io/v1alpha2",
+        "kind": "JobSet",
+        "metadata": meta,
+        "spec": {
+            "failurePolicy": {"maxRestarts": 0},
+            "network": {"enableDNSHostnames": True, "subdomain": spec.name},
+            "ttlSecondsAfterFinished": spec.placement.ttl_seconds,
+            "replicatedJobs": [{"name": "node", "replicas": 1, "template": {"spec": job_spec}}],
+        },
+    }
