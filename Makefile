@@ -52,8 +52,10 @@ lint: install
 
 # Chromium (browser tests) and the PostgreSQL 15 binaries (throwaway clusters): installed with apt
 # when missing and we may (root or password-less sudo), else a one-line list of what to install.
+# Then helm, kubernetes-validate and checkov for tests/chart, into .tools/ (~75 s once, then ~0.3 s).
 test-deps:
 	./.ci/system-deps
+	./.ci/chart-tools
 
 # The tests train on the real datasets (CIFAR-10, a9a, ...), materialised from the shared folder.
 test: lint test-deps
