@@ -120,24 +120,26 @@ class KubernetesExecutor:
         self,
         client: KubeClient,
         placement: manifests.Placement,
-        master_url: str | None,
+        master_url: str | None = None,
         *,
-        nproc_per_node: int = 1,
         watch: bool = False,
     ) -> None:
         self.client = client
         self.placement = placement
-        self.master_url = master_url
-        self.nproc_per_node = nproc_per_node
+        self.master_url = master_url or placement.master_url
         self.watch = JobWatch(client, "app.kubernetes.io/managed-by=mlbench") if watch else None
         if self.watch is not None:
             self.watch.start()
         self._ended: dict[str, dict[str, Any]] = {}  # job uid → remembered outcome/failure
 
     # ------------------------------------------------------------------ launch
-    def spec(self, run_id: str, config: dict[str, Any], workers: int, backend: str) -> Any:
-        """Workers become nodes × processes per node (``workers`` must divide evenly)."""
-        k = self.nproc_per_node if workers % self.nproc_per_node == 0 else 1
+    def spec(
+        self, run_id: str, config: dict[str, Any], workers: int, backend: str
+    ) -> manifests.RunSpec:
+        """Workers become nodes × one rank per GPU; a worker count the GPUs per node do not
+        divide runs one rank per pod (the world size is the run's, whatever the cluster)."""
+        gpus = self.placement.gpus_per_node
+        k = gpus if gpus and workers % gpus == 0 else 1
         return manifests.RunSpec(
             run_id=run_id,
             task=str(config["task"]),

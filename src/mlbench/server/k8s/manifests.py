@@ -66,48 +66,74 @@ def run_label(run_id: str) -> str:
     return hashlib.sha256(run_id.encode()).hexdigest()[:40]
 
 
-@dataclass
-class Toleration:
-    key: str
-    operator: str = "Exists"
-    value: str | None = None
-    effect: str | None = None
-
-    def to_dict(self) -> dict[str, str]:
-        out = {"key": self.key, "operator": self.operator}
-        if self.value is not None:
-            out["value"] = self.value
-        if self.effect is not None:
-            out["effect"] = self.effect
-        return out
+#: the keys of the chart's executor settings file (charts/mlbench/templates/configmap.yaml,
+#: ``$MLBENCH_KUBERNETES_CONFIG``) → Placement fields
+CONFIG_KEYS = {
+    "namespace": "namespace",
+    "image": "image",
+    "imagePullPolicy": "image_pull_policy",
+    "imagePullSecrets": "image_pull_secrets",
+    "serviceAccountName": "service_account",
+    "masterUrl": "master_url",
+    "uid": "uid",
+    "resources": "resources",
+    "gpus": "gpus_per_node",
+    "nodeSelector": "node_selector",
+    "tolerations": "tolerations",
+    "shmSize": "shm",
+    "ttlSecondsAfterFinished": "ttl_seconds",
+    "activeDeadlineSeconds": "deadline_seconds",
+    "kueueQueue": "queue",
+    "labels": "labels",
+    "spread": "spread",
+}
 
 
 @dataclass
 class Placement:
-    """Where and how big each node's pod is: the run options of ``mlbench serve --executor
-    kubernetes`` (the same for every run this master launches)."""
+    """Where and how big each node's pod is, the same for every run this master launches: the
+    chart's executor settings (:meth:`from_config`) or ``mlbench serve --k8s-*`` options."""
 
     image: str
     namespace: str = "default"
     service_account: str = "mlbench-worker"
+    master_url: str | None = None
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: list[dict[str, str]] = field(default_factory=list)
+    uid: int = UID
+    resources: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {"requests": {"cpu": "1", "memory": "2Gi"}}
+    )
     gpus_per_node: int = 0
-    cpu: str = "1"
-    memory: str = "2Gi"
     shm: str = "1Gi"
     node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: list[Toleration] = field(default_factory=list)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
     queue: str | None = None  # a Kueue LocalQueue: the Job is created suspended and labelled
     deadline_seconds: int = 24 * 3600
     ttl_seconds: int = 3600
+    labels: dict[str, str] = field(default_factory=dict)
     #: ranks on different nodes (required anti-affinity): inter-node benchmarks measure the
     #: network, not loopback. Off only for single-node clusters (kind with one worker).
     spread: bool = True
 
     def __post_init__(self) -> None:
+        if not self.image:
+            raise ConfigError("the Kubernetes executor needs a worker image")
         if self.gpus_per_node < 0:
             raise ConfigError("gpus per node must be >= 0")
         if self.deadline_seconds < 1 or self.ttl_seconds < 0:
             raise ConfigError("deadline must be >= 1 s and TTL >= 0 s")
+        if set(self.resources) - {"requests", "limits"}:
+            raise ConfigError("resources takes only requests and limits")
+        self.queue = self.queue or None
+
+    @classmethod
+    def from_config(cls, data: dict[str, Any]) -> Placement:
+        """The chart's settings file; an unknown key is an error, not silently ignored."""
+        unknown = sorted(set(data) - set(CONFIG_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown Kubernetes executor setting(s): {', '.join(unknown)}")
+        return cls(**{CONFIG_KEYS[k]: v for k, v in data.items()})
 
 
 @dataclass
@@ -128,7 +154,7 @@ class RunSpec:
         return job_name(self.run_id)
 
     def labels(self) -> dict[str, str]:
-        return {**MANAGED_BY, RUN_ID_LABEL: run_label(self.run_id)}
+        return {**self.placement.labels, **MANAGED_BY, RUN_ID_LABEL: run_label(self.run_id)}
 
     def metadata(self, name: str) -> dict[str, Any]:
         return {
@@ -187,11 +213,11 @@ def container_command(spec: RunSpec) -> list[str]:
     return ["/bin/sh", "-c", script]
 
 
-def _security_context() -> dict[str, Any]:
+def _security_context(uid: int) -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
-        "runAsUser": UID,
-        "runAsGroup": UID,
+        "runAsUser": uid,
+        "runAsGroup": uid,
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
@@ -201,13 +227,15 @@ def _security_context() -> dict[str, Any]:
 
 def pod_spec(spec: RunSpec) -> dict[str, Any]:
     p = spec.placement
-    limits: dict[str, str] = {"memory": p.memory}
+    resources: dict[str, dict[str, str]] = {
+        k: {**v} for k, v in p.resources.items() if v is not None
+    }
     if p.gpus_per_node:
-        limits["nvidia.com/gpu"] = str(p.gpus_per_node)
+        resources.setdefault("limits", {})["nvidia.com/gpu"] = str(p.gpus_per_node)
     container: dict[str, Any] = {
         "name": "node",
         "image": p.image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": p.image_pull_policy,
         "command": container_command(spec),
         "env": [
             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
@@ -217,8 +245,8 @@ def pod_spec(spec: RunSpec) -> dict[str, Any]:
             {"name": "HOME", "value": "/tmp"},
         ],
         "ports": [{"name": "rdzv", "containerPort": RDZV_PORT, "protocol": "TCP"}],
-        "resources": {"requests": {"cpu": p.cpu, "memory": p.memory}, "limits": limits},
-        "securityContext": _security_context(),
+        "resources": resources,
+        "securityContext": _security_context(p.uid),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             {"name": "run-secret", "mountPath": SECRET_DIR, "readOnly": True},
@@ -234,9 +262,9 @@ def pod_spec(spec: RunSpec) -> dict[str, Any]:
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": UID,
-            "runAsGroup": UID,
-            "fsGroup": UID,
+            "runAsUser": p.uid,
+            "runAsGroup": p.uid,
+            "fsGroup": p.uid,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
@@ -263,7 +291,9 @@ def pod_spec(spec: RunSpec) -> dict[str, Any]:
     if p.node_selector:
         out["nodeSelector"] = dict(p.node_selector)
     if p.tolerations:
-        out["tolerations"] = [t.to_dict() for t in p.tolerations]
+        out["tolerations"] = [dict(t) for t in p.tolerations]
+    if p.image_pull_secrets:
+        out["imagePullSecrets"] = [dict(s) for s in p.image_pull_secrets]
     return out
 
 
