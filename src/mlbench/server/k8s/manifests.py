@@ -354,7 +354,7 @@ def secret(spec: RunSpec, upload_token: str) -> dict[str, Any]:
 
 def owned_by(obj: dict[str, Any], job_obj: dict[str, Any]) -> dict[str, Any]:
     """``obj`` with an ownerReference to the created Job (its uid is known only after the
-    create): the garbage collector then deletes it with the Job."""
+    create): the garbage collector then deletes it with the Job (Background propagation)."""
     meta = job_obj["metadata"]
     ref = {
         "apiVersion": "batch/v1",
@@ -362,7 +362,8 @@ def owned_by(obj: dict[str, Any], job_obj: dict[str, Any]) -> dict[str, Any]:
         "name": meta["name"],
         "uid": meta["uid"],
         "controller": False,
-        "blockOwnerDeletion": True,
+        # no blockOwnerDeletion: with the OwnerReferencesPermissionEnforcement admission plugin
+        # it needs update on jobs/finalizers, which the master's Role does not grant
     }
     out = json.loads(json.dumps(obj))
     out["metadata"]["ownerReferences"] = [ref]
