@@ -29,6 +29,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-scheduler", action="store_true", help="only record runs; never launch them"
     )
     p.add_argument(
+        "--executor",
+        choices=("local", "kubernetes"),
+        default=os.environ.get("MLBENCH_EXECUTOR", "local"),
+        help="where admitted runs execute: worker processes on this machine, or an Indexed Job "
+        "per run on the Kubernetes cluster the master runs in ($MLBENCH_EXECUTOR; default local)",
+    )
+    k8s = p.add_argument_group(
+        "kubernetes executor", "docs/deploy-k8s-executor.md; the Helm chart sets these"
+    )
+    k8s.add_argument(
+        "--k8s-config",
+        metavar="FILE",
+        default=os.environ.get("MLBENCH_KUBERNETES_CONFIG"),
+        help="JSON settings of the runs' pods: namespace, image, resources, gpus, nodeSelector, "
+        "tolerations, kueueQueue, ... ($MLBENCH_KUBERNETES_CONFIG; the chart's ConfigMap)",
+    )
+    k8s.add_argument(
+        "--k8s-api-url",
+        metavar="URL",
+        help="the API server (e.g. a `kubectl proxy` at http://127.0.0.1:8001; token from "
+        "$MLBENCH_K8S_TOKEN); default: the pod's in-cluster credentials",
+    )
+    p.add_argument(
         "--open-reads",
         action="store_true",
         default=os.environ.get("MLBENCH_OPEN_READS", "") in ("1", "true", "yes"),
@@ -86,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
             capacity_workers=args.capacity_workers or os.cpu_count() or 1,
             data_dir=str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None,
         )
+        if args.executor == "kubernetes":
+            from mlbench.server.k8s.setup import kubernetes_executor
+
+            settings.executor = kubernetes_executor(args.k8s_config, args.k8s_api_url)
     for flag in ("max_events_mb", "max_import_mb", "max_body_mb", "shutdown_timeout"):
         if not getattr(args, flag) > 0:
             print(f"mlbench: error: --{flag.replace('_', '-')} must be > 0", file=sys.stderr)

@@ -66,7 +66,10 @@ def create_app(
 
             running = Scheduler(
                 state.sessions,
-                LocalExecutor(scheduler.runs_dir, scheduler.master_url, scheduler.capacity_workers),
+                scheduler.executor
+                or LocalExecutor(
+                    scheduler.runs_dir, scheduler.master_url, scheduler.capacity_workers
+                ),
                 capacity_workers=scheduler.capacity_workers,
                 data_dir=scheduler.data_dir,
                 poll_seconds=scheduler.poll_seconds,

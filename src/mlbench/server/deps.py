@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mlbench.server import auth
+from mlbench.server.executor import Executor
 from mlbench.server.models import Run, Token
 from mlbench.server.schemas import RUN_ID
 
@@ -36,6 +37,8 @@ class SchedulerSettings:
     capacity_workers: int
     data_dir: str | None = None  # given to runs whose overrides don't set data.dir
     poll_seconds: float = 0.5
+    #: who runs admitted runs; None: a LocalExecutor on this machine (`mlbench serve --executor`)
+    executor: Executor | None = None
 
 
 @dataclass
