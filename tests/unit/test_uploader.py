@@ -102,3 +102,20 @@ def test_a_refused_upload_ends_the_drain_at_once(tmp_path: Path, status: int) ->
     assert (status_.quarantined, status_.pending) == (0, 15)
     assert f"HTTP {status}" in str(status_.reason)
     assert not (tmp_path / QUARANTINE_FILE).exists()
+
+
+def test_a_node_uploads_only_its_own_ranks(tmp_path: Path) -> None:
+    """A per-node agent's uploader (``ranks=``) sends its ranks' files, counts only them as
+    pending, and never reads the other nodes' (absent on its disk)."""
+    _write(tmp_path, 1, 10)
+    _write(tmp_path, 0, 7)  # another node's file, present on a shared filesystem
+    master = FakeMaster()
+    up = Uploader(
+        tmp_path, "run-1", "http://m", 4, ranks=[1], transport=httpx.MockTransport(master)
+    )
+    assert up.pending() == 10
+    assert up.finish(timeout=5) is True
+    assert master.stored == {(1, seq) for seq in range(10)}
+    assert up.status().uploaded == 10
+    with pytest.raises(ValueError, match="outside a world of 4"):
+        Uploader(tmp_path, "run-1", "http://m", 4, ranks=[4])

@@ -218,23 +218,14 @@ class LaunchSession:
         return self.finalize(outcome), outcome
 
     def _end_upload(self, uploader: Any) -> dict[str, Any]:
-        """Drain the uploader (bounded: records the master refuses are quarantined at once, so
-        only an unreachable master waits out the timeout) and tell the master how it ended.
+        """Drain the uploader and tell the master how it ended (bounded, see
+        :func:`~mlbench.telemetry.uploader.drain_and_report`).
 
         The status also goes into result.json (``finalize``), which is what the master's
         scheduler reads when the launcher exits: it learns it even if this report is lost."""
-        from mlbench.telemetry.uploader import UploadError
+        from mlbench.telemetry.uploader import drain_and_report
 
-        uploader.finish(timeout=UPLOAD_DRAIN_SECONDS)
-        status = uploader.status()
-        try:
-            uploader.report(status)
-        except UploadError:
-            pass  # result.json says it; `mlbench import` reports it again
-        finally:
-            uploader.close()
-        upload: dict[str, Any] = status.to_dict()
-        return upload
+        return drain_and_report(uploader, UPLOAD_DRAIN_SECONDS)
 
     def finalize(self, outcome: Outcome) -> dict[str, Any]:
         """Rank 0's result.json plus the engine's facts; on failure, rebuilt from the events."""

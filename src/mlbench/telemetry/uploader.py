@@ -26,6 +26,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ class Uploader:
         world_size: int,
         *,
         token: str | None = None,
+        ranks: Sequence[int] | None = None,
         batch_size: int = 5000,
         interval: float = 1.0,
         max_backoff: float = 30.0,
@@ -81,6 +83,11 @@ class Uploader:
         self.base_url = master_url.rstrip("/")
         self.url = self.base_url + f"/api/runs/{run_id}/events"
         self.world_size = world_size
+        # the rank files this uploader owns: all of them for a one-machine launcher, the node's
+        # own for a per-node agent (each node uploads what it wrote; none waits on another's disk)
+        self.ranks = list(range(world_size)) if ranks is None else list(ranks)
+        if any(not 0 <= r < world_size for r in self.ranks):
+            raise ValueError(f"ranks {self.ranks} outside a world of {world_size}")
         self.batch_size, self.interval, self.max_backoff = batch_size, interval, max_backoff
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(headers=headers, timeout=30.0, transport=transport)
@@ -102,7 +109,7 @@ class Uploader:
         others; the pass then raises the first rank's error (UploadRefused before others)."""
         uploaded = 0
         errors: list[UploadError] = []
-        for rank in range(self.world_size):
+        for rank in self.ranks:
             try:
                 uploaded += self._upload_rank(rank)
             except UploadError as exc:
@@ -195,8 +202,7 @@ class Uploader:
     def pending(self) -> int:
         """Records in the rank files past what was stored or quarantined."""
         return sum(
-            _count_lines(events_path(self.run_dir, rank), self.offsets[rank])
-            for rank in range(self.world_size)
+            _count_lines(events_path(self.run_dir, rank), self.offsets[rank]) for rank in self.ranks
         )
 
     def status(self) -> UploadStatus:
@@ -291,6 +297,22 @@ class Uploader:
 
     def close(self) -> None:
         self.client.close()
+
+
+def drain_and_report(uploader: Uploader, timeout: float) -> dict[str, Any]:
+    """Drain ``uploader`` (bounded: records the master refuses are quarantined at once, so only
+    an unreachable master waits out ``timeout``), tell the master how it ended, close it, and
+    return the status as a dict (for result.json or a node's outcome file: the record survives
+    a lost report)."""
+    uploader.finish(timeout=timeout)
+    status = uploader.status()
+    try:
+        uploader.report(status)
+    except UploadError:
+        pass  # the caller's record says it; `mlbench import` reports it again
+    finally:
+        uploader.close()
+    return status.to_dict()
 
 
 _EVENT_AT = re.compile(r"^events\[(\d+)\]\.?(.*)$")

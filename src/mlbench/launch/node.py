@@ -1,0 +1,461 @@
+"""The per-node agent (``mlbench node``): this node's K ranks of an N-node run.
+
+Every engine starts the same agent once per node (DESIGN §2): the local engine is the agent with
+N = 1 (:class:`~mlbench.launch.local.LocalLauncher`), Slurm runs it under ``srun`` once per node,
+Kubernetes once per pod of an Indexed Job. The agent starts the worker entry
+(:mod:`mlbench.launch.worker`) for global ranks ``R·K … R·K+K-1`` with env:// rendezvous
+(``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE = N·K``, ``MASTER_ADDR``/``MASTER_PORT``) on a run
+directory the launcher already prepared (config.json), and keeps the local failure contract:
+
+* if any of its ranks exits non-zero or is killed, it stops all its other ranks within seconds
+  (SIGTERM, then SIGKILL after a grace period) and reports the failing rank's reason — its
+  ``MLBENCH-ERROR:`` line, preferring a real error over a peer's lost-connection error. Ranks on
+  other nodes see the broken collective and fail in turn, so every node's agent ends;
+* ranks run in their own session (a terminal Ctrl-C reaches only the agent, which stops them in
+  order) and get SIGKILL from the kernel if the agent dies (PR_SET_PDEATHSIG): no orphans;
+* each rank's stdout/stderr go to ``rank-<global rank>.stdout`` / ``.stderr`` in the run
+  directory, so the files of every node sit side by side on a shared filesystem.
+
+The ``mlbench node`` command around it (:func:`run_node`) also waits, bounded, for the master
+address to resolve (a headless Service's DNS record appears some seconds after its pod), uploads
+its own ranks' events to the master, and writes ``node-<R>.json`` — its outcome — so an engine
+that sees the whole run can pick the root cause across nodes (:func:`gather_outcome`).
+
+Who writes ``result.json``: rank 0 when the run finishes (as under every engine); otherwise the
+launcher that prepared the run (``LaunchSession.finalize``: rebuilt from the event files, the
+reason from :func:`gather_outcome`). The agent itself never writes it: no single node sees every
+node's outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from mlbench.errors import ConfigError, MlbenchError
+from mlbench.launch.base import Outcome, wait
+from mlbench.launch.worker import ERROR_MARKER
+
+GRACE_SECONDS = 3.0
+#: the default bound on waiting for the master address to resolve (``--resolve-timeout``)
+RESOLVE_TIMEOUT = 120.0
+#: the final upload drain's bound: the time an unreachable master may hold the agent's exit
+UPLOAD_DRAIN_SECONDS = 120.0
+NODE_FILE = "node-{}.json"
+# fragments of the errors a rank sees when a *peer* vanished mid-collective
+_PEER_LOSS = (
+    "DistBackendError",
+    "Connection closed",
+    "Connection reset",
+    "Broken pipe",
+    "connection",
+    "gloo",
+    "Gloo",
+    "NCCL",
+)
+
+
+class ResolveError(MlbenchError):
+    """The master address did not resolve within the agent's bound (a wrong name, or DNS that
+    never caught up): said in one line naming the address, instead of every rank timing out in
+    the rendezvous with a message about a TCP store."""
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def is_peer_loss(reason: str) -> bool:
+    """Whether ``reason`` reads like the error a rank sees when a *peer* died (not a cause)."""
+    return any(s in reason for s in _PEER_LOSS)
+
+
+@dataclass
+class NodeAgent:
+    """This node's ranks of an ``nnodes × nproc_per_node`` run: a :class:`Launcher`."""
+
+    run_dir: Path
+    nnodes: int
+    node_rank: int
+    nproc_per_node: int
+    master_addr: str
+    master_port: int
+    backend: str = "auto"
+    threads_per_worker: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False)
+    _files: list[IO[bytes]] = field(default_factory=list, init=False)
+    _started: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        check_topology(self.nnodes, self.node_rank, self.nproc_per_node, self.master_port)
+
+    @property
+    def world_size(self) -> int:
+        return self.nnodes * self.nproc_per_node
+
+    @property
+    def ranks(self) -> list[int]:
+        """The global ranks this node runs."""
+        return list(ranks_of(self.node_rank, self.nproc_per_node))
+
+    def start(self) -> None:
+        self._started = time.perf_counter()
+        for local, rank in enumerate(self.ranks):
+            env = dict(os.environ)
+            env.update(
+                RANK=str(rank),
+                LOCAL_RANK=str(local),
+                WORLD_SIZE=str(self.world_size),
+                LOCAL_WORLD_SIZE=str(self.nproc_per_node),
+                GROUP_RANK=str(self.node_rank),  # torchrun's name for the node's index
+                MASTER_ADDR=self.master_addr,
+                MASTER_PORT=str(self.master_port),
+                OMP_NUM_THREADS=str(self.threads_per_worker),
+                MLBENCH_THREADS=str(self.threads_per_worker),
+                PYTHONUNBUFFERED="1",
+            )
+            env.update(self.extra_env)
+            out = open(self.run_dir / f"rank-{rank}.stdout", "ab")  # noqa: SIM115
+            err = open(self.run_dir / f"rank-{rank}.stderr", "ab")  # noqa: SIM115
+            self._files += [out, err]
+            cmd = [
+                sys.executable,
+                "-m",
+                "mlbench.launch.worker",
+                "--run-dir",
+                str(self.run_dir),
+                "--backend",
+                self.backend,
+            ]
+            self.procs.append(
+                subprocess.Popen(
+                    cmd,
+                    env=env,
+                    stdout=out,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                )
+            )
+
+    def _reason(self, rank: int, code: int) -> str:
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            what = f"rank {rank} was killed by {name}"
+        else:
+            what = f"rank {rank} exited with code {code}"
+        tail = _stderr_tail(self.run_dir / f"rank-{rank}.stderr")
+        marker = [ln for ln in tail if ln.startswith(ERROR_MARKER)]
+        if marker:
+            return marker[-1][len(ERROR_MARKER) :].strip()
+        lines = [ln for ln in tail if ln.strip()]
+        return f"{what}: {lines[-1].strip()}" if lines else what
+
+    def _root_cause(self) -> str:
+        """The failing rank's reason, preferring a real error over peers' lost-connection errors.
+
+        When one rank dies, its peers fail inside a collective moments later; the rank whose exit
+        we happen to notice first need not be the cause. Wait briefly for the others, then prefer a
+        rank whose error is not a communication error.
+        """
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and any(p.poll() is None for p in self.procs):
+            time.sleep(0.05)
+        reasons = [
+            self._reason(rank, code)
+            for rank, code in zip(self.ranks, (p.poll() for p in self.procs), strict=True)
+            if code not in (None, 0)
+        ]
+        primary = [r for r in reasons if not is_peer_loss(r)]
+        return (primary or reasons)[0]
+
+    def terminate(self, grace: float = GRACE_SECONDS) -> None:
+        """SIGTERM every live worker, SIGKILL what is left after ``grace`` seconds."""
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in self.procs:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                p.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def poll(self) -> Outcome | None:
+        """None while ranks run; the outcome once all exited 0, or the first failure (then every
+        other rank is stopped, and the reason is the root cause's)."""
+        codes = [p.poll() for p in self.procs]
+        if any(c not in (None, 0) for c in codes):
+            reason = self._root_cause()
+            self.terminate()
+            return self._outcome("failed", reason)
+        if all(c == 0 for c in codes):
+            return self._outcome("finished", None)
+        return None
+
+    def stop(self, reason: str = "interrupted by user (Ctrl-C)") -> Outcome:
+        self.terminate()
+        return self._outcome("cancelled", reason)
+
+    def logs(self, rank: int) -> tuple[Path, Path]:
+        return self.run_dir / f"rank-{rank}.stdout", self.run_dir / f"rank-{rank}.stderr"
+
+    def wait(self, on_tick: Callable[[], None] | None = None) -> Outcome:
+        """Watch the workers until all exit; stop everyone on the first failure or Ctrl-C."""
+        return wait(self, on_tick)
+
+    def _outcome(self, state: str, reason: str | None) -> Outcome:
+        for fh in self._files:
+            fh.close()
+        return Outcome(
+            state, reason, [p.poll() for p in self.procs], time.perf_counter() - self._started
+        )
+
+
+def check_topology(nnodes: int, node_rank: int, nproc_per_node: int, master_port: int) -> None:
+    """One line for an impossible layout, before anything starts."""
+    if nnodes < 1:
+        raise ConfigError(f"--nnodes must be at least 1, got {nnodes}")
+    if not 0 <= node_rank < nnodes:
+        raise ConfigError(f"--node-rank {node_rank} is outside 0..{nnodes - 1} (--nnodes {nnodes})")
+    if nproc_per_node < 1:
+        raise ConfigError(f"--nproc-per-node must be at least 1, got {nproc_per_node}")
+    if not 0 <= master_port <= 65535:  # 0: the local engine picks a free port at start
+        raise ConfigError(f"--master-port {master_port} is not a TCP port")
+
+
+Resolver = Callable[[str], object]
+
+
+def _getaddrinfo(host: str) -> object:
+    return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+
+
+def wait_for_address(
+    host: str,
+    timeout: float = RESOLVE_TIMEOUT,
+    *,
+    resolve: Resolver = _getaddrinfo,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    on_retry: Callable[[str], None] | None = None,
+) -> int:
+    """Retry resolving ``host`` until it resolves or ``timeout`` seconds have passed.
+
+    Why: on Kubernetes a headless Service's record for pod 0 appears only after that pod is
+    ready, seconds after the other pods started; a rank that tried once would die with a TCP
+    store error that says nothing about DNS. Returns the attempts it took; raises
+    :class:`ResolveError` naming the address and the last resolver error.
+    """
+    deadline = clock() + timeout
+    delay, attempts = 0.25, 0
+    while True:
+        attempts += 1
+        try:
+            resolve(host)
+            return attempts
+        except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
+            last = str(exc) or type(exc).__name__
+        left = deadline - clock()
+        if left <= 0:
+            raise ResolveError(
+                f"master address {host!r} did not resolve within {timeout:g} s "
+                f"({attempts} attempts; last error: {last})"
+            )
+        if on_retry is not None:
+            on_retry(last)
+        sleep(min(delay, left))
+        delay = min(delay * 2, 5.0)
+
+
+# ---------------------------------------------------------------------- the node's outcome file
+def write_node_outcome(
+    run_dir: Path, agent: NodeAgent, outcome: Outcome, upload: dict[str, Any] | None = None
+) -> Path:
+    """``node-<R>.json``: what this agent saw, for the engine that combines the nodes."""
+    path = run_dir / NODE_FILE.format(agent.node_rank)
+    data = {
+        "node_rank": agent.node_rank,
+        "nnodes": agent.nnodes,
+        "host": socket.gethostname(),
+        "ranks": agent.ranks,
+        "state": outcome.state,
+        "reason": outcome.reason,
+        "exit_codes": outcome.exit_codes,
+        "wall_time": outcome.wall_time,
+        "upload": upload,
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+    return path
+
+
+def gather_outcome(run_dir: Path, nnodes: int) -> Outcome | None:
+    """The run's outcome from every node's ``node-<R>.json``; None until all nodes wrote one.
+
+    Failed if any node failed, with the root cause preferred over peers' lost-connection errors
+    (node 0 usually reports its rank's broken collective, node 1 the real error); cancelled if
+    any node was stopped and none failed; exit codes in global rank order."""
+    nodes = []
+    for r in range(nnodes):
+        try:
+            nodes.append(json.loads((run_dir / NODE_FILE.format(r)).read_text()))
+        except (OSError, ValueError):
+            return None
+    codes: list[int | None] = [c for n in nodes for c in n["exit_codes"]]
+    wall = max(float(n["wall_time"]) for n in nodes)
+    for state in ("failed", "cancelled"):
+        reasons = [str(n["reason"]) for n in nodes if n["state"] == state]
+        if reasons:
+            primary = [r for r in reasons if not is_peer_loss(r)]
+            return Outcome(state, (primary or reasons)[0], codes, wall)
+    return Outcome("finished", None, codes, wall)
+
+
+# ---------------------------------------------------------------------- the `mlbench node` life
+@dataclass
+class NodeRequest:
+    run_dir: Path
+    nnodes: int
+    node_rank: int
+    master_addr: str
+    master_port: int
+    nproc_per_node: int = 1
+    backend: str = "auto"
+    threads_per_worker: int | None = None
+    upload: str | None = None
+    upload_token: str | None = None
+    resolve_timeout: float = RESOLVE_TIMEOUT
+
+
+def read_token_file(path: Path) -> str:
+    """The upload token from a file (a mounted Secret): never on a command line, where every
+    user of the node can read it in ``ps``."""
+    try:
+        token = Path(path).expanduser().read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the upload token file {path}: {exc.strerror}") from None
+    if not token:
+        raise ConfigError(f"the upload token file {path} is empty")
+    return token
+
+
+def prepare_agent(request: NodeRequest) -> NodeAgent:
+    """Check the request (layout, run directory) and build the agent; nothing starts yet."""
+    r = request
+    check_topology(r.nnodes, r.node_rank, r.nproc_per_node, r.master_port)
+    if r.master_port == 0:
+        raise ConfigError("--master-port 0 is not a port every node can agree on")
+    if r.resolve_timeout < 0:
+        raise ConfigError(f"--resolve-timeout must be at least 0, got {r.resolve_timeout:g}")
+    run_dir = Path(r.run_dir).expanduser().resolve()
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} does not exist (the launcher prepares it)")
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir / 'config.json'} not found: the launcher prepares the run")
+    cores = os.cpu_count() or 1
+    threads = r.threads_per_worker or max(1, cores // r.nproc_per_node)
+    if threads < 1:
+        raise ConfigError("--threads-per-worker must be at least 1")
+    return NodeAgent(
+        run_dir,
+        r.nnodes,
+        r.node_rank,
+        r.nproc_per_node,
+        r.master_addr,
+        r.master_port,
+        r.backend,
+        threads,
+    )
+
+
+def run_node(
+    request: NodeRequest,
+    *,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    resolve: Resolver = _getaddrinfo,
+) -> tuple[Outcome, dict[str, Any] | None]:
+    """The agent's whole life: resolve the master, upload beside the ranks, wait, write
+    ``node-<R>.json``. Ctrl-C/SIGTERM (turned into KeyboardInterrupt by the CLI) stops the
+    ranks: cancelled. Raises :class:`ResolveError`/``ConfigError`` before any rank starts."""
+    agent = prepare_agent(request)
+    r = request
+    if r.nnodes > 1:
+        wait_for_address(
+            r.master_addr,
+            r.resolve_timeout,
+            resolve=resolve,
+            on_retry=lambda err: log(f"waiting for {r.master_addr} to resolve ({err})"),
+        )
+    log(
+        f"node {r.node_rank}/{r.nnodes}: ranks {agent.ranks[0]}..{agent.ranks[-1]} of "
+        f"{agent.world_size} × {agent.threads_per_worker} thread(s), master "
+        f"{r.master_addr}:{r.master_port} → {agent.run_dir}"
+    )
+    uploader = None
+    if r.upload:
+        from mlbench.telemetry.uploader import Uploader
+
+        uploader = Uploader(
+            agent.run_dir,
+            agent.run_dir.name,
+            r.upload,
+            agent.world_size,
+            token=r.upload_token,
+            ranks=agent.ranks,
+        )
+        uploader.start()
+    upload = None
+    try:
+        agent.start()
+        outcome = agent.wait()
+    finally:
+        if uploader is not None:
+            from mlbench.telemetry.uploader import drain_and_report
+
+            upload = drain_and_report(uploader, UPLOAD_DRAIN_SECONDS)
+            if not upload["complete"]:
+                log(f"events not fully uploaded: {upload['reason']}")
+    write_node_outcome(agent.run_dir, agent, outcome, upload)
+    return outcome, upload
+
+
+def _stderr_tail(path: Path, max_bytes: int = 8192) -> list[str]:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            return fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
+
+
+def ranks_of(node_rank: int, nproc_per_node: int) -> Sequence[int]:
+    """The global ranks of node ``node_rank`` (for engines naming a node's files)."""
+    return range(node_rank * nproc_per_node, (node_rank + 1) * nproc_per_node)
