@@ -247,7 +247,12 @@ class FakeKube:
             conds.append({"type": "FailureTarget", "status": "True", "reason": "PodFailurePolicy"})
             if not status["active"]:
                 conds.append(
-                    {"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": msg}
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "PodFailurePolicy",
+                        "message": msg,
+                    }
                 )
         elif status["succeeded"] == int(job["spec"]["completions"]):
             conds.append({"type": "SuccessCriteriaMet", "status": "True"})

@@ -31,7 +31,9 @@ def fake() -> FakeKube:
 
 @pytest.fixture
 def executor(fake: FakeKube) -> Iterator[KubernetesExecutor]:
-    client = KubeClient(KubeConfig.explicit("https://k8s.test", fake.namespace, "t0k"), fake.transport())
+    client = KubeClient(
+        KubeConfig.explicit("https://k8s.test", fake.namespace, "t0k"), fake.transport()
+    )
     placement = manifests.Placement(image="mlbench/worker:test", namespace=fake.namespace)
     ex = KubernetesExecutor(client, placement, "http://mlbench-master:8000")
     yield ex
@@ -200,9 +202,7 @@ def test_the_watch_follows_changes_without_relisting(
     assert not executor.alive(ref)
 
 
-def test_every_request_is_allowed_by_the_role(
-    fake: FakeKube, executor: KubernetesExecutor
-) -> None:
+def test_every_request_is_allowed_by_the_role(fake: FakeKube, executor: KubernetesExecutor) -> None:
     """RBAC coverage: drive every executor path, then check each (verb, resource) it sent."""
     watch = JobWatch(executor.client, "app.kubernetes.io/managed-by=mlbench", timeout_seconds=1)
     executor.watch = watch

@@ -54,7 +54,9 @@ def gpu_spec() -> manifests.RunSpec:
             "resources": {"requests": {"cpu": "6", "memory": "24Gi"}, "limits": {"memory": "28Gi"}},
             "gpus": 2,
             "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
             "shmSize": "8Gi",
             "ttlSecondsAfterFinished": 7200,
             "kueueQueue": "gpu-queue",

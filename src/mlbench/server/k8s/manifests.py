@@ -37,7 +37,8 @@ RDZV_PORT = 29500
 SECRET_DIR = "/var/run/mlbench"
 TOKEN_FILE = f"{SECRET_DIR}/token"
 CONFIG_FILE = f"{SECRET_DIR}/config.json"
-RUN_DIR = "/tmp/run"
+#: the run directory's name is the run id: result.json and the uploader take the id from it
+RUNS_DIR = "/tmp/runs"
 #: rank 0's result.json, one line on the pod's log: how the master reads the outcome back
 #: without a shared filesystem (``pods/log`` is in the Role; the pod has no API access)
 RESULT_MARKER = "MLBENCH-RESULT: "
@@ -153,6 +154,10 @@ class RunSpec:
     def name(self) -> str:
         return job_name(self.run_id)
 
+    @property
+    def run_dir(self) -> str:
+        return f"{RUNS_DIR}/{self.run_id}"
+
     def labels(self) -> dict[str, str]:
         return {**self.placement.labels, **MANAGED_BY, RUN_ID_LABEL: run_label(self.run_id)}
 
@@ -182,11 +187,7 @@ def agent_argv(spec: RunSpec) -> list[str]:
         "--nproc-per-node",
         str(spec.nproc_per_node),
         "--run-dir",
-        RUN_DIR,
-        "--task",
-        spec.task,
-        "--config",
-        CONFIG_FILE,
+        spec.run_dir,
         "--backend",
         spec.backend,
     ]
@@ -196,18 +197,23 @@ def agent_argv(spec: RunSpec) -> list[str]:
 
 
 def container_command(spec: RunSpec) -> list[str]:
-    """``sh -c`` around the agent: forwards SIGTERM to it (a shell as PID 1 would ignore it) and,
-    after it exits, prints rank 0's result.json as one ``MLBENCH-RESULT:`` log line, the
-    master's way to read the outcome. JSON strings hold no raw newlines, so dropping them keeps
-    the document intact. The kubelet expands ``$(JOB_COMPLETION_INDEX)`` inside the quoted
+    """``sh -c`` around the agent. It prepares the run directory (the agent runs a prepared one:
+    the resolved config from the Secret), logs the node this rank runs on, forwards SIGTERM to
+    the agent (a shell as PID 1 would ignore it), and after the agent exits prints rank 0's
+    result.json as one ``MLBENCH-RESULT:`` log line — the master's way to read the outcome, as
+    the pods share no filesystem with it. JSON strings hold no raw newlines, so dropping them
+    keeps the document intact. The kubelet expands ``$(JOB_COMPLETION_INDEX)`` inside the
     script before the shell runs it (it knows no shell quoting)."""
+    run_dir = shlex.quote(spec.run_dir)
     script = (
-        'trap \'kill -TERM "$pid" 2>/dev/null\' TERM; '
+        f"mkdir -p {run_dir} && cp {CONFIG_FILE} {run_dir}/config.json || exit 2; "
+        'echo "mlbench: node rank $(JOB_COMPLETION_INDEX) on node ${NODE_NAME:-?}" >&2; '
+        "trap 'kill -TERM \"$pid\" 2>/dev/null' TERM; "
         f"{shlex.join(agent_argv(spec))} & "
         'pid=$!; wait "$pid"; rc=$?; '
         'if [ "$rc" -gt 128 ]; then wait "$pid"; rc=$?; fi; '
-        f"if [ -f {RUN_DIR}/result.json ]; then "
-        f"printf '%s' '{RESULT_MARKER}'; tr -d '\\n' < {RUN_DIR}/result.json; echo; fi; "
+        f"if [ -f {run_dir}/result.json ]; then "
+        f"printf '%s' '{RESULT_MARKER}'; tr -d '\\n' < {run_dir}/result.json; echo; fi; "
         'exit "$rc"'
     )
     return ["/bin/sh", "-c", script]

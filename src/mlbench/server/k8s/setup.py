@@ -30,7 +30,9 @@ def load_placement(path: str | None) -> Placement:
 def kubernetes_executor(config_path: str | None, api_url: str | None) -> KubernetesExecutor:
     placement = load_placement(config_path)
     if api_url:
-        kube = KubeConfig.explicit(api_url, placement.namespace, os.environ.get("MLBENCH_K8S_TOKEN"))
+        kube = KubeConfig.explicit(
+            api_url, placement.namespace, os.environ.get("MLBENCH_K8S_TOKEN")
+        )
     else:
         kube = KubeConfig.in_cluster(placement.namespace)
     return KubernetesExecutor(KubeClient(kube), placement, watch=True)
