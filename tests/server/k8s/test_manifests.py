@@ -255,3 +255,42 @@ def test_jobset_keeps_the_run_shape() -> None:
     name = js["metadata"]["name"]
     assert f"--master-addr {name}-node-0-0.{name}" in script
     assert js["metadata"]["labels"][manifests.KUEUE_LABEL] == "gpu-queue"
+
+
+def test_export_jobset_cli_prints_the_secret_and_a_valid_jobset(tmp_path: Path) -> None:
+    import sys
+
+    settings = tmp_path / "kubernetes.json"
+    settings.write_text(json.dumps({"image": "mlbench/mlbench:0.1.0", "namespace": "runs"}))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlbench.cli.main",
+            "export",
+            "jobset",
+            "epsilon-logreg",
+            "--set",
+            "data.dataset=a9a",
+            "--nodes",
+            "3",
+            "--k8s-config",
+            str(settings),
+            "--run-id",
+            "r-export",
+            "--data-dir",
+            "/data",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    sec, js = yaml.safe_load_all(proc.stdout)
+    assert sec["kind"] == "Secret" and js["kind"] == "JobSet"
+    config = json.loads(sec["stringData"]["config.json"])
+    assert config["data"]["dataset"] == "a9a" and config["data"]["dir"] == "/data"
+    pod = js["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["secret"]["secretName"] == sec["metadata"]["name"]
+    assert js["metadata"]["namespace"] == sec["metadata"]["namespace"] == "runs"
+    assert jobset_errors([js], tmp_path) == [[]]
