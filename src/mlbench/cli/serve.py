@@ -34,10 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--executor",
-        choices=("local", "slurm"),
-        default="local",
-        help="where admitted runs execute: local processes on this machine (default), or "
-        "Slurm jobs submitted from this machine, a login node (docs/deploy-slurm.md)",
+        choices=("local", "slurm", "kubernetes"),
+        default=os.environ.get("MLBENCH_EXECUTOR", "local"),
+        help="where admitted runs execute: worker processes on this machine (default), Slurm "
+        "jobs submitted from this machine, a login node (docs/deploy.md#slurm), or an Indexed "
+        "Job per run on the Kubernetes cluster the master runs in ($MLBENCH_EXECUTOR)",
     )
     slurm = p.add_argument_group("slurm executor", "placement of every run (--executor slurm)")
     slurm.add_argument(
@@ -50,6 +51,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     slurm.add_argument("--slurm-gpus-per-node", type=int, default=0, metavar="G")
     slurm.add_argument("--slurm-partition", metavar="P")
     slurm.add_argument("--slurm-time", metavar="T", help="time limit per job, e.g. 02:00:00")
+    k8s = p.add_argument_group(
+        "kubernetes executor", "docs/deploy-k8s-executor.md; the Helm chart sets these"
+    )
+    k8s.add_argument(
+        "--k8s-config",
+        metavar="FILE",
+        default=os.environ.get("MLBENCH_KUBERNETES_CONFIG"),
+        help="JSON settings of the runs' pods: namespace, image, resources, gpus, nodeSelector, "
+        "tolerations, kueueQueue, ... ($MLBENCH_KUBERNETES_CONFIG; the chart's ConfigMap)",
+    )
+    k8s.add_argument(
+        "--k8s-api-url",
+        metavar="URL",
+        help="the API server (e.g. a `kubectl proxy` at http://127.0.0.1:8001; token from "
+        "$MLBENCH_K8S_TOKEN); default: the pod's in-cluster credentials",
+    )
     p.add_argument(
         "--open-reads",
         action="store_true",
@@ -107,9 +124,20 @@ def run(args: argparse.Namespace) -> int:
             runs_dir=Path(args.runs_dir).expanduser() if args.runs_dir else default_runs_dir(),
             capacity_workers=args.capacity_workers or os.cpu_count() or 1,
             data_dir=str(Path(args.data_dir).expanduser().resolve()) if args.data_dir else None,
-            executor=args.executor,
-            slurm=_slurm_placement(args) if args.executor == "slurm" else None,
         )
+        if args.executor == "slurm":
+            from mlbench.server.slurm import SlurmExecutor
+
+            settings.executor = SlurmExecutor(
+                settings.runs_dir,
+                settings.master_url,
+                settings.capacity_workers,
+                _slurm_placement(args),
+            )
+        elif args.executor == "kubernetes":
+            from mlbench.server.k8s.setup import kubernetes_executor
+
+            settings.executor = kubernetes_executor(args.k8s_config, args.k8s_api_url)
     for flag in ("max_events_mb", "max_import_mb", "max_body_mb", "shutdown_timeout"):
         if not getattr(args, flag) > 0:
             print(f"mlbench: error: --{flag.replace('_', '-')} must be > 0", file=sys.stderr)

@@ -61,26 +61,15 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         running = None
         if scheduler is not None:
-            from mlbench.server.executor import Executor, LocalExecutor
+            from mlbench.server.executor import LocalExecutor
             from mlbench.server.scheduler import Scheduler
 
-            executor: Executor
-            if scheduler.executor == "slurm":
-                from mlbench.server.slurm import SlurmExecutor
-
-                executor = SlurmExecutor(
-                    scheduler.runs_dir,
-                    scheduler.master_url,
-                    scheduler.capacity_workers,
-                    scheduler.slurm,
-                )
-            else:
-                executor = LocalExecutor(
-                    scheduler.runs_dir, scheduler.master_url, scheduler.capacity_workers
-                )
             running = Scheduler(
                 state.sessions,
-                executor,
+                scheduler.executor
+                or LocalExecutor(
+                    scheduler.runs_dir, scheduler.master_url, scheduler.capacity_workers
+                ),
                 capacity_workers=scheduler.capacity_workers,
                 data_dir=scheduler.data_dir,
                 poll_seconds=scheduler.poll_seconds,

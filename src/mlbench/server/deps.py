@@ -23,11 +23,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mlbench.server import auth
+from mlbench.server.executor import Executor
 from mlbench.server.models import Run, Token
 from mlbench.server.schemas import RUN_ID
 
 if TYPE_CHECKING:
-    from mlbench.server.slurm import SlurmPlacement
+    pass
 
 
 @dataclass
@@ -39,10 +40,8 @@ class SchedulerSettings:
     capacity_workers: int
     data_dir: str | None = None  # given to runs whose overrides don't set data.dir
     poll_seconds: float = 0.5
-    #: "local" (runs on this machine) or "slurm" (jobs submitted from this login node)
-    executor: str = "local"
-    #: for the slurm executor: ranks and GPUs per node, partition, time limit
-    slurm: SlurmPlacement | None = None
+    #: who runs admitted runs; None: a LocalExecutor on this machine (`mlbench serve --executor`)
+    executor: Executor | None = None
 
 
 @dataclass
