@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi import Path as PathParam
@@ -26,9 +26,6 @@ from mlbench.server import auth
 from mlbench.server.executor import Executor
 from mlbench.server.models import Run, Token
 from mlbench.server.schemas import RUN_ID
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass
