@@ -3,7 +3,7 @@
 Prints the plan's teardown before creating anything, writes the config files it needs
 (eksctl's cluster.yaml, kind.yaml) into ``--out-dir``, then runs each command in order and stops
 at the first that fails. ``--dry-run`` prints the files and commands instead
-(docs/deploy-k8s-executor.md, "Cloud clusters")."""
+(docs/deploy.md, "Cloud clusters")."""
 
 from __future__ import annotations
 

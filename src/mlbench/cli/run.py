@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     slurm = p.add_argument_group(
         "cluster engines",
         "--engine slurm submits the run as one Slurm batch job from this login node (the run "
-        "directory must be on the cluster's shared filesystem; docs/deploy-slurm.md)",
+        "directory must be on the cluster's shared filesystem; docs/deploy.md#slurm)",
     )
     slurm.add_argument(
         "--engine",

@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     slurm.add_argument("--slurm-partition", metavar="P")
     slurm.add_argument("--slurm-time", metavar="T", help="time limit per job, e.g. 02:00:00")
     k8s = p.add_argument_group(
-        "kubernetes executor", "docs/deploy-k8s-executor.md; the Helm chart sets these"
+        "kubernetes executor", "docs/deploy.md#kubernetes-the-executor; the Helm chart sets these"
     )
     k8s.add_argument(
         "--k8s-config",

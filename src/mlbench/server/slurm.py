@@ -16,7 +16,7 @@ with ``scancel`` when no launcher is there to do it.
 Slurm queues jobs itself; the master's capacity (``--capacity-workers``) still bounds how many
 ranks it has submitted at once, so a shared cluster's queue is not flooded by one master.
 Submission over SSH (with the user's own key) is not implemented: run the master on the login
-node (docs/deploy-slurm.md).
+node (docs/deploy.md#slurm).
 """
 
 from __future__ import annotations
