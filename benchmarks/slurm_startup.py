@@ -51,7 +51,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="one run per engine, no warm-up (smoke)")
+    p.add_argument(
+        "--no-record", action="store_true", help="accepted for symmetry: this never records"
+    )
     args = p.parse_args()
+    if args.quick:
+        args.repeats = 1
     root = Path(tempfile.mkdtemp(prefix="mlbench-slurm-"))
     cluster = SlurmCluster(root)
     cluster.start()
@@ -60,10 +66,12 @@ def main() -> int:
         env = dict(cluster.env, MLBENCH_HOME=str(home))
         env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
         times: dict[str, list[tuple[float, float]]] = {"local": [], "slurm": []}
-        one_run("local", args.data_dir.resolve(), home, env)  # warm the page cache, untimed
+        if not args.quick:
+            one_run("local", args.data_dir.resolve(), home, env)  # warm the cache, untimed
         for _ in range(args.repeats):
             for engine in ("local", "slurm"):
                 times[engine].append(one_run(engine, args.data_dir.resolve(), home, env))
+        print("target: none — measured, not judged (Slurm's submit and start vs local spawn)")
         print("| engine | to first step (s), each run | median | command → exit (s), median |")
         print("|---|---|---|---|")
         for engine, runs in times.items():

@@ -21,6 +21,7 @@ SCRIPTS = {
     "data_pipeline.py": True,
     "ingest.py": False,
     "master_abuse.py": False,
+    "slurm_startup.py": True,  # starts its own real Slurm (root, slurm-wlm, munge): ~30 s
 }
 
 
