@@ -130,34 +130,28 @@ class LocalExecutor:
         self.master_url = master_url
         self.threads_per_worker = max(1, (os.cpu_count() or 1) // max(1, capacity_workers))
 
+    def base_command(
+        self, run_id: str, config_file: Path, task: str, workers: int, backend: str
+    ) -> list[str]:
+        """What every engine's launcher line has: ``mlbench run`` with the full resolved config,
+        this master's run id, runs directory and upload URL, and a JSON result."""
+        return [
+            *(sys.executable, "-m", "mlbench.cli.main", "run", task),
+            *("--config", str(config_file), "--workers", str(workers), "--backend", backend),
+            *("--run-id", run_id, "--runs-dir", str(self.runs_dir)),
+            *("--upload", self.master_url, "--json"),
+        ]
+
     def command(
         self, run_id: str, config_file: Path, task: str, workers: int, backend: str
     ) -> list[str]:
-        """The launcher's command line (``mlbench run`` accepts a full resolved config)."""
+        """The launcher's command line: processes on this machine."""
         return [
-            sys.executable,
-            "-m",
-            "mlbench.cli.main",
-            "run",
-            task,
-            "--config",
-            str(config_file),
-            "--workers",
-            str(workers),
-            "--backend",
-            backend,
-            "--run-id",
-            run_id,
-            "--runs-dir",
-            str(self.runs_dir),
-            "--upload",
-            self.master_url,
-            "--threads-per-worker",
-            str(self.threads_per_worker),
+            *self.base_command(run_id, config_file, task, workers, backend),
+            *("--threads-per-worker", str(self.threads_per_worker)),
             # --capacity-workers is the operator's decision and the scheduler holds runs to it
             # (within the cores unless the operator set it above them): not the launcher's call
             "--oversubscribe",
-            "--json",
         ]
 
     def launch(

@@ -22,7 +22,6 @@ node (docs/deploy.md#slurm).
 from __future__ import annotations
 
 import contextlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,30 +70,9 @@ class SlurmExecutor(LocalExecutor):
         and the run fails with its words."""
         p = self.placement
         cmd = [
-            sys.executable,
-            "-m",
-            "mlbench.cli.main",
-            "run",
-            task,
-            "--config",
-            str(config_file),
-            "--engine",
-            "slurm",
-            "--workers",
-            str(workers),
-            "--nodes",
-            str(self.nodes(workers)),
-            "--nproc-per-node",
-            str(p.nproc_per_node),
-            "--backend",
-            backend,
-            "--run-id",
-            run_id,
-            "--runs-dir",
-            str(self.runs_dir),
-            "--upload",
-            self.master_url,
-            "--json",
+            *self.base_command(run_id, config_file, task, workers, backend),
+            *("--engine", "slurm", "--nodes", str(self.nodes(workers))),
+            *("--nproc-per-node", str(p.nproc_per_node)),
         ]
         if p.gpus_per_node:
             cmd += ["--gpus-per-node", str(p.gpus_per_node)]
