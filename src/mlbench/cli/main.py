@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mlbench.cli import export as export_cmd
     from mlbench.cli import imports as import_cmd
     from mlbench.cli import node as node_cmd
+    from mlbench.cli import report as report_cmd
     from mlbench.cli import run as run_cmd
     from mlbench.cli import serve as serve_cmd
     from mlbench.cli import tasks as tasks_cmd
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cmd.register(sub)
     cluster_cmd.register(sub)
     export_cmd.register(sub)
+    report_cmd.register(sub)
     node_cmd.register(sub)
     worker = sub.add_parser(
         "worker", help="one rank's process (started by `mlbench run` or torchrun)", add_help=False

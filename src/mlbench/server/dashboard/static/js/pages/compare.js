@@ -1,10 +1,13 @@
 // Compare: several runs' curves on a common axis, speedup and parallel efficiency against the
 // worker count, and time-to-target split into phases side by side.
 //
-//   speedup(k)    = T(k0) / T(k)    T = mean time-to-target of the runs of one configuration
-//                                   (task, algorithm, backend, goal, overrides) with k workers;
-//                                   k0 = 1 when such runs are selected, else the smallest k
+//   speedup(k)    = T(k0) / T(k)    T = median time-to-target of the repeats of one configuration
+//                                   (task, algorithm, backend, goal, overrides but the seed) with
+//                                   k workers; k0 = 1 when such runs are selected, else the
+//                                   smallest k
 //   efficiency(k) = speedup(k) / (k / k0)
+// Error bars: min–max over the k-worker repeats against the baseline's median (the report's
+// `mlbench report` adds bootstrap intervals; docs/reports.md).
 
 import { getPhases, getRun, getSeries, getTasks, listRuns } from "../api.js";
 import {
@@ -32,13 +35,21 @@ const BASES = {
   wall_time_to_target: "wall time to target",
 };
 
+// repeats differ only in their seed: it is not part of a configuration
+const notSeed = (o) => !/^\s*seed\s*=/.test(o);
+const configOverrides = (r) => (r.overrides || []).filter(notSeed);
 const configKey = (r) =>
-  [r.task, r.algorithm, r.backend, r.goal, JSON.stringify([...(r.overrides || [])].sort())].join("|");
-const configParts = (r) => [r.task, r.algorithm, r.backend, `goal ${r.goal}`, ...(r.overrides || [])];
+  [r.task, r.algorithm, r.backend, r.goal, JSON.stringify([...configOverrides(r)].sort())].join("|");
+const configParts = (r) => [r.task, r.algorithm, r.backend, `goal ${r.goal}`, ...configOverrides(r)];
 const timeOf = (r, basis) => (r.result?.goal?.reached ? (r.result.summary?.[basis] ?? null) : null);
-const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+export const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 
-/** Per configuration: [{k, t, n, speedup, efficiency}], baseline k0, and runs left out. */
+/** Per configuration: [{k, t, tmin, tmax, n, speedup, speedupLow, speedupHigh, efficiency,
+ *  efficiencyLow, efficiencyHigh}] (t the median over repeats), baseline k0. */
 export function scaling(runs, basis) {
   const groups = new Map();
   for (const r of runs) {
@@ -68,11 +79,17 @@ export function scaling(runs, basis) {
       continue;
     }
     const k0 = ks[0];
-    const t0 = mean(byK.get(k0));
+    const t0 = median(byK.get(k0));
     const points = ks.map((k) => {
-      const t = mean(byK.get(k));
+      const ts = byK.get(k);
+      const t = median(ts);
+      const tmin = Math.min(...ts);
+      const tmax = Math.max(...ts);
       const speedup = t0 / t;
-      return { k, t, n: byK.get(k).length, speedup, efficiency: speedup / (k / k0) };
+      const scale = k / k0;
+      // the baseline itself is 1 by definition; elsewhere the k-worker repeats' spread
+      const [lo, hi] = k === k0 ? [1, 1] : [t0 / tmax, t0 / tmin];
+      return { k, t, tmin, tmax, n: ts.length, speedup, speedupLow: lo, speedupHigh: hi, efficiency: speedup / scale, efficiencyLow: lo / scale, efficiencyHigh: hi / scale };
     });
     out.push({ ...g, k0, points });
   }
@@ -344,9 +361,10 @@ export async function mount(root, { params, signal }) {
       const ks = g.points.map((p) => p.k);
       kmax = Math.max(kmax, ...ks);
       k0min = Math.min(k0min, g.k0);
-      const hover = g.points.map((p) => `${g.full}<br>${p.k} workers: ${fmtSeconds(p.t)} (mean of ${p.n})`);
-      sTraces.push({ type: "scatter", mode: "lines+markers", name: g.label, x: ks, y: g.points.map((p) => p.speedup), text: hover, hovertemplate: "%{text}<br>speedup %{y:.2f}×<extra></extra>", line: { color: color(i) } });
-      eTraces.push({ type: "scatter", mode: "lines+markers", name: g.label, x: ks, y: g.points.map((p) => p.efficiency * 100), text: hover, hovertemplate: "%{text}<br>efficiency %{y:.0f} %<extra></extra>", line: { color: color(i) } });
+      const hover = g.points.map((p) => `${g.full}<br>${p.k} workers: ${fmtSeconds(p.t)} (median of ${p.n}, ${fmtSeconds(p.tmin)}–${fmtSeconds(p.tmax)})`);
+      const bars = (key, scale) => ({ type: "data", symmetric: false, array: g.points.map((p) => (p[`${key}High`] - p[key]) * scale), arrayminus: g.points.map((p) => (p[key] - p[`${key}Low`]) * scale), color: color(i), thickness: 1.5, width: 5 });
+      sTraces.push({ type: "scatter", mode: "lines+markers", name: g.label, x: ks, y: g.points.map((p) => p.speedup), error_y: bars("speedup", 1), text: hover, hovertemplate: "%{text}<br>speedup %{y:.2f}×<extra></extra>", line: { color: color(i) } });
+      eTraces.push({ type: "scatter", mode: "lines+markers", name: g.label, x: ks, y: g.points.map((p) => p.efficiency * 100), error_y: bars("efficiency", 100), text: hover, hovertemplate: "%{text}<br>efficiency %{y:.0f} %<extra></extra>", line: { color: color(i) } });
     });
     if (sc.length) {
       const k0 = k0min;
@@ -359,7 +377,7 @@ export async function mount(root, { params, signal }) {
     chart("efficiency", el.efficiency).update(eTraces, layout({ title: { text: "Parallel efficiency", x: 0, xanchor: "left", font: { size: 14 } }, xaxis: xa, yaxis: { title: { text: "efficiency (%)" }, gridcolor: "#eee", rangemode: "tozero" }, annotations: none, legend: { orientation: "h", y: -0.3 } }));
     const bases = [...new Set(sc.map((g) => g.k0))];
     el.scalingNote.textContent =
-      `speedup(k) = T(${bases.length === 1 ? bases[0] : "k0"}) / T(k) on ${BASES[state.basis]}, T the mean over repeats; ` +
+      `speedup(k) = T(${bases.length === 1 ? bases[0] : "k0"}) / T(k) on ${BASES[state.basis]}, T the median over repeats (error bars: min–max of the repeats); ` +
       `efficiency = speedup / (k / ${bases.length === 1 ? bases[0] : "k0"}). Runs that did not reach the target are left out.` +
       (bases.some((b) => b !== 1) ? " No 1-worker run was selected for some configuration: its baseline is its smallest worker count." : "");
   }

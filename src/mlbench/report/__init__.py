@@ -1,0 +1,1 @@
+"""Reports over runs and sweeps: statistics per configuration, figures, one HTML page."""
