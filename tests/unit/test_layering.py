@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "launch": 3,
     "results": 3,
     "report": 3,
+    "clusters": 3,  # the cloud helpers' plans (argv lists, config files): no engine, no server
     "registry": 3,
     "runs": 3,
     "testing": 3,
