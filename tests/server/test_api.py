@@ -587,6 +587,10 @@ def test_each_nodes_report_counts_and_a_late_complete_one_hides_nothing(
     # a whole-run report (mlbench import) replaces the parts
     whole = {**base, "complete": True, "uploaded": done["uploaded"]}
     assert client.put(f"{url}/upload", json=whole).json()["upload"]["parts"] is None
+    # a node's ranks are kept as compact ranges
+    ranks = [5, 2, 3, 4, 9]
+    ranged = client.put(f"{url}/upload", json={**base, "complete": True, "ranks": ranks})
+    assert set(ranged.json()["upload"]["parts"]) == {"2-5,9"}
 
 
 def stored_total(client: TestClient, url: str) -> int:

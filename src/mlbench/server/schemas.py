@@ -68,7 +68,7 @@ class UploadIn(UploadFacts):
 
     ranks: list[Annotated[int, Field(ge=0, le=1_000_000)]] | None = Field(
         None,
-        max_length=100_000,
+        max_length=4096,
         description="the ranks this report covers (one node's agent on a multi-node run); "
         "absent: the whole run",
     )

@@ -277,25 +277,53 @@ def record_upload(s: Session, run: Run, status: UploadIn) -> None:
         run.result = {**run.result, "upload": upload}
 
 
+#: partial (per-node) upload reports kept for one run; a node reports once per upload
+MAX_UPLOAD_PARTS = 1024
+#: the longest reason a report may carry (UploadFacts.reason)
+REASON_MAX = 10_000
+
+
+def _rank_ranges(ranks: list[int]) -> str:
+    """A node's ranks as compact ranges (``"0-3,8"``): the key its report is kept under."""
+    out: list[str] = []
+    ordered = sorted(set(ranks))
+    start = prev = ordered[0]
+    for r in [*ordered[1:], None]:
+        if r is not None and r == prev + 1:
+            prev = r
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if r is not None:
+            start = prev = r
+    return ",".join(out)
+
+
 def _merge_reports(previous: Any, status: UploadIn) -> dict[str, Any]:
     """One upload status from every node's report: on a multi-node run each node's agent
     reports only its own ranks (``ranks``), so a later complete report must not hide an
     earlier incomplete one. Reports are kept per rank set (``parts``) and summed; a report for
     the whole run (no ``ranks``: a single launcher, ``mlbench import``) replaces them."""
     report = status.model_dump(exclude={"ranks"})
-    if status.ranks is None:
+    if not status.ranks:
         return report
     parts = dict(previous.get("parts") or {}) if isinstance(previous, dict) else {}
-    parts[",".join(str(r) for r in sorted(set(status.ranks)))] = report
+    key = _rank_ranges(status.ranks)
+    if key not in parts and len(parts) >= MAX_UPLOAD_PARTS:
+        raise FieldError(
+            "ranks", f"more than {MAX_UPLOAD_PARTS} partial upload reports for one run"
+        )
+    parts[key] = report
     values = list(parts.values())
-    reasons = [f"ranks {k}: {p['reason']}" for k, p in parts.items() if p.get("reason")]
+    reasons = "; ".join(f"ranks {k}: {p['reason']}" for k, p in parts.items() if p.get("reason"))
+    if len(reasons) > REASON_MAX:  # the stored reason obeys the same bound as a reported one
+        reasons = reasons[: REASON_MAX - 1] + "…"
     drains = [p["drain_seconds"] for p in values if p.get("drain_seconds") is not None]
     return {
         "complete": all(p["complete"] for p in values),
         "uploaded": sum(p["uploaded"] for p in values),
         "quarantined": sum(p["quarantined"] for p in values),
         "pending": sum(p["pending"] for p in values),
-        "reason": "; ".join(reasons) or None,
+        "reason": reasons or None,
         "drain_seconds": max(drains) if drains else None,
         "parts": parts,
     }
