@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +181,7 @@ def build_lines(
     source = events_path(run_dir, 0).name
 
     def ms(t: float) -> int:
-        return int(round(t * 1000))
+        return round(t * 1000)
 
     def where(r: dict[str, Any] | None) -> dict[str, Any]:
         # provenance: the event-file line each MLPerf line came from (seq = line index)
@@ -293,7 +292,7 @@ def _samples_per_epoch(result: dict[str, Any], records: list[dict[str, Any]]) ->
         None,
     )
     if per_epoch and s.get("steps") and s.get("samples"):
-        return int(round(per_epoch * s["samples"] / s["steps"]))
+        return round(per_epoch * s["samples"] / s["steps"])
     return int(s.get("samples") or 0)
 
 
