@@ -24,6 +24,7 @@ repeat the interval is a point: any change is flagged, which is why repeats matt
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -262,10 +263,8 @@ def local_runs(runs_dir: Path, task: str) -> list[Run]:
         if result.get("task") != task:
             continue
         created = None
-        try:
+        with contextlib.suppress(OSError, ValueError):
             created = json.loads((run_dir.parent / "run.json").read_text()).get("created")
-        except (OSError, ValueError):
-            pass
         out.append(Run(result, float(created) if created else run_dir.stat().st_mtime))
     return out
 
