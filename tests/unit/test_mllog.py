@@ -123,7 +123,7 @@ def test_missed_target_is_aborted_and_fails_nothing_else(tmp_path: Path) -> None
 
 
 def test_closed_division_needs_an_official_run(tmp_path: Path) -> None:
-    with pytest.raises(MlbenchError, match="data.dataset"):
+    with pytest.raises(MlbenchError, match=r"data\.dataset"):
         mllog.build_lines(_run_dir(tmp_path), division="closed")
 
 

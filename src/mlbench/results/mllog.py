@@ -88,6 +88,17 @@ class _Lines(logging.Handler):
             self.lines.append(record.getMessage().strip())
 
 
+class _Messages(logging.Handler):
+    """Collects the checker's findings (it reports them as warnings on the root logger)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def _hyperparameters(
     task: str, cfg: dict[str, Any], planned_steps: int, world_size: int
 ) -> dict[str, Any]:
@@ -108,7 +119,7 @@ def _hyperparameters(
             c.OPT_LR_DECAY_INTERVAL: max(1, round(optim["decay_interval"] * planned_steps)),
             c.OPT_LR_DECAY_STEPS: optim["decay_steps"],
             c.OPT_LR_DECAY_FACTOR: optim["decay_factor"],
-            c.MAX_SEQ_LENGTH: (data["max_len"], {"method": "discard"}),
+            c.MAX_SEQUENCE_LENGTH: (data["max_len"], {"method": "discard"}),
         }
     if task == "wmt17-transformer":
         out: dict[str, Any] = {
@@ -121,7 +132,7 @@ def _hyperparameters(
             c.OPT_ADAM_EPSILON: optim["eps"],
         }
         if data.get("max_len"):  # mlbench 4b keeps every training pair by default: no limit
-            out[c.MAX_SEQ_LENGTH] = (data["max_len"], {"method": "discard"})
+            out[c.MAX_SEQUENCE_LENGTH] = (data["max_len"], {"method": "discard"})
         return out
     # data.batch_size is per rank and per micro-batch
     accumulate = cfg.get("train", {}).get("accumulate", 1) or 1
@@ -344,9 +355,7 @@ def check(log: Path, ruleset: str | None = None) -> tuple[bool, str]:
     ruleset = ruleset or detected
     checker = mlp_compliance.make_checker("training", ruleset, False, False)
     root = logging.getLogger()
-    capture = _Lines()
-    capture.setLevel(logging.WARNING)
-    capture.emit = lambda r: capture.lines.append(r.getMessage())  # type: ignore[method-assign]
+    capture = _Messages()
     root.addHandler(capture)
     try:
         if benchmark is not None:
