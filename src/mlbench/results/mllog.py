@@ -324,8 +324,18 @@ def ruleset_for(log: Path) -> tuple[str, str | None]:
             for b in BENCHMARKS.values():
                 if b.name == name:
                     return b.ruleset, name
+            if _known(name, GENERIC_RULESET):  # another MLPerf name (--benchmark resnet)
+                return GENERIC_RULESET, name
             return GENERIC_RULESET, None
     raise MlbenchError(f"{log} has no submission_benchmark line")
+
+
+def _known(name: str, ruleset: str) -> bool:
+    """Whether MLCommons' checker has rules for benchmark ``name`` in ``ruleset``."""
+    from mlperf_logging.compliance_checker import mlp_compliance
+
+    root = Path(mlp_compliance.__file__).parent / f"training_{ruleset}"
+    return (root / f"closed_{name}.yaml").is_file()
 
 
 #: the one rule relaxed for tasks MLPerf never had: their benchmark name. Loaded after the
