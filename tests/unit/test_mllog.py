@@ -138,3 +138,15 @@ def test_checker_passes_the_export_and_catches_a_broken_log(tmp_path: Path) -> N
     )
     ok, messages = mllog.check(broken)
     assert not ok and "init_stop" in messages
+
+
+def test_another_mlperf_name_is_checked_against_its_rules(tmp_path: Path) -> None:
+    """``--benchmark resnet``: open-division ResNet rules = its quality target, top-1 ≥ 0.759:
+    the run's 0.85 passes; a run whose best is 0.70 would not be a ResNet result."""
+    log = mllog.export(_run_dir(tmp_path), benchmark="resnet")
+    assert mllog.ruleset_for(log) == ("0.7.0", "resnet")
+    assert mllog.check(log)[0]
+    low = tmp_path / "low.log"
+    low.write_text(log.read_text().replace('"value": 0.85', '"value": 0.7'))
+    ok, messages = mllog.check(low)
+    assert not ok and "0.7590" in messages
