@@ -1,7 +1,10 @@
 """``mlbench export jobset TASK``: the run the Kubernetes executor would launch, as a JobSet
 manifest (``jobset.x-k8s.io/v1alpha2``) for clusters that run the JobSet controller — e.g. to
 submit it through Kueue or a GitOps pipeline instead of the master. Printed as YAML; the pods'
-settings come from the same file the master uses (``--k8s-config``, the chart's ConfigMap)."""
+settings come from the same file the master uses (``--k8s-config``, the chart's ConfigMap).
+
+``mlbench export mllog RUN_DIR``: a finished run as an MLPerf Training log (``:::MLLOG`` lines,
+``mlbench.results.mllog``), checked with MLCommons' compliance checker with ``--check``."""
 
 from __future__ import annotations
 
@@ -13,13 +16,26 @@ import sys
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="write a run as a Kubernetes manifest (JobSet)",
-        description="Print the run the Kubernetes executor would launch as a JobSet manifest, "
-        "after the Secret its pods mount (the resolved config; with --master-url also the "
-        "upload token, from $MLBENCH_UPLOAD_TOKEN: `mlbench token create --scope upload`).",
+        help="write a run as a Kubernetes manifest (JobSet) or an MLPerf log (mllog)",
+        description="jobset TASK: print the run the Kubernetes executor would launch as a JobSet "
+        "manifest, after the Secret its pods mount (the resolved config; with --master-url also "
+        "the upload token, from $MLBENCH_UPLOAD_TOKEN: `mlbench token create --scope upload`). "
+        "mllog RUN_DIR: write a finished run as an MLPerf Training log (docs/reports.md).",
     )
-    p.add_argument("format", choices=("jobset",))
-    p.add_argument("task", help="task name (see `mlbench tasks`)")
+    p.add_argument("format", choices=("jobset", "mllog"))
+    p.add_argument("task", metavar="TASK|RUN_DIR", help="jobset: task name; mllog: run directory")
+    g = p.add_argument_group("mllog")
+    g.add_argument("--out", metavar="FILE", help="the log file (default RUN_DIR/mlperf.log)")
+    g.add_argument("--benchmark", help="submission_benchmark (default: the task's MLPerf name)")
+    g.add_argument(
+        "--division", choices=("closed", "open"), help="default: closed iff the run is official"
+    )
+    g.add_argument("--org", default="mlbench", help="submission_org")
+    g.add_argument(
+        "--status", default="research", choices=("onprem", "cloud", "research", "preview")
+    )
+    g.add_argument("--check", action="store_true", help="run MLCommons' compliance checker")
+    g.add_argument("--ruleset", help="the checker's ruleset (default: the benchmark's)")
     p.add_argument("--nodes", type=int, default=2, help="pods, one per node (default 2)")
     p.add_argument("--goal", choices=("full", "light"), default="full")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -39,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.format == "mllog":
+        return _mllog(args)
     import yaml
 
     from mlbench.config import to_dict
@@ -76,3 +94,31 @@ def run(args: argparse.Namespace) -> int:
     docs = [manifests.secret(spec, token), manifests.jobset(spec)]
     sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
     return 0
+
+
+def _mllog(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mlbench.results import mllog
+
+    path = mllog.export(
+        Path(args.task).expanduser(),
+        Path(args.out) if args.out else None,
+        benchmark=args.benchmark,
+        division=args.division,
+        org=args.org,
+        status=args.status,
+    )
+    print(f"wrote {path}")
+    if not args.check:
+        return 0
+    ruleset, benchmark = mllog.ruleset_for(path)
+    ok, messages = mllog.check(path, args.ruleset)
+    what = f"{benchmark} rules" if benchmark else "common rules (no MLPerf benchmark)"
+    if messages:
+        print(messages, file=sys.stderr)
+    print(
+        f"compliance checker, training {args.ruleset or ruleset}, {what}: "
+        + ("passed" if ok else "FAILED")
+    )
+    return 0 if ok else 1

@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mlbench.cli import cluster as cluster_cmd
     from mlbench.cli import data as data_cmd
     from mlbench.cli import export as export_cmd
+    from mlbench.cli import history as history_cmd
     from mlbench.cli import imports as import_cmd
     from mlbench.cli import node as node_cmd
     from mlbench.cli import report as report_cmd
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_cmd.register(sub)
     export_cmd.register(sub)
     report_cmd.register(sub)
+    history_cmd.register(sub)
     node_cmd.register(sub)
     worker = sub.add_parser(
         "worker", help="one rank's process (started by `mlbench run` or torchrun)", add_help=False

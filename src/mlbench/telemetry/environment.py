@@ -23,8 +23,26 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _git_commit_time() -> str | None:
+    """When the checkout's commit was made (ISO 8601): ``mlbench history`` orders versions by it
+    (a run of older code made later still belongs before newer code)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "show", "-s", "--format=%cI", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def _git_commit() -> str | None:
-    """Commit of the mlbench source tree, when it is a git checkout (editable installs)."""
+    """Commit of the mlbench source tree, when it is a git checkout (editable installs); None
+    for an installed package, whose version (``packages.mlbench``) then names the code."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(
@@ -64,6 +82,7 @@ def collect(seed: int | None = None) -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "git_commit": _git_commit(),
+        "git_commit_time": _git_commit_time(),
         "seed": seed,
     }
     try:
