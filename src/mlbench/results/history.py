@@ -38,7 +38,6 @@ from typing import Any, Literal
 
 #: repeats from which the previous version's interval is a bootstrap interval (else min–max)
 BOOTSTRAP_MIN = 5
-BOOTSTRAP_SAMPLES = 2000
 #: environment keys that set the speed (result.json ``environment``), plus the run's backend
 FINGERPRINT_KEYS = ("cpu_model", "cpu_count", "gpu_model", "gpu_count", "torch", "cuda", "nccl")
 
@@ -177,17 +176,17 @@ def _json_num(value: float) -> float | None:
 
 
 def interval(values: list[float], seed: int = 0) -> tuple[float, float]:
-    """Min–max below :data:`BOOTSTRAP_MIN` repeats, else a bootstrap 95% interval of the median
-    (percentile method, fixed seed: the same data always gives the same verdict)."""
-    if len(values) < BOOTSTRAP_MIN:
+    """Min–max below :data:`BOOTSTRAP_MIN` repeats (or when a repeat missed the target: an
+    infinite time has no bootstrap), else the seeded percentile-bootstrap 95% interval of the
+    median that reports use (:func:`mlbench.results.stats.bootstrap_interval`): the same data
+    always gives the same verdict."""
+    if len(values) < BOOTSTRAP_MIN or not all(math.isfinite(v) for v in values):
         return min(values), max(values)
-    import numpy as np
+    from mlbench.results.stats import bootstrap_interval
 
-    rng = np.random.default_rng(seed)
-    data = np.asarray(values, dtype=float)
-    picks = rng.integers(0, len(data), size=(BOOTSTRAP_SAMPLES, len(data)))
-    medians = np.median(data[picks], axis=1)
-    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+    ci = bootstrap_interval(values, seed=seed)
+    assert ci is not None  # BOOTSTRAP_MIN ≥ stats.MIN_INTERVAL
+    return ci.low, ci.high
 
 
 def judge(now: list[float], before: list[float], better: str) -> dict[str, Any]:
