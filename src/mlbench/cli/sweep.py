@@ -78,7 +78,10 @@ def _resumed_args(args: argparse.Namespace) -> tuple[argparse.Namespace, Path]:
     from mlbench.launch import sweep as sw
 
     plain = build_parser().parse_args(["sweep", "--resume", args.resume])
-    extra = sorted(k for k, v in vars(args).items() if k != "argv" and getattr(plain, k, v) != v)
+    allowed = ("argv", "sweeps_dir", "json")  # where to find it, how to print it
+    extra = sorted(
+        k for k, v in vars(args).items() if k not in allowed and getattr(plain, k, v) != v
+    )
     if extra:
         flags = ", ".join("TASK" if k == "task" else "--" + k.replace("_", "-") for k in extra)
         raise ConfigError(f"--resume reruns the recorded command; leave out {flags}")
@@ -94,11 +97,8 @@ def _resumed_args(args: argparse.Namespace) -> tuple[argparse.Namespace, Path]:
         value = getattr(stored, name, None)
         if value is not None:
             setattr(stored, name, str(cwd / Path(value).expanduser()))
-    stored.sweep_id, stored.sweeps_dir, stored.resume = (
-        data["sweep_id"],
-        str(sweep_dir.parent),
-        None,
-    )
+    stored.sweep_id, stored.sweeps_dir = data["sweep_id"], str(sweep_dir.parent)
+    stored.resume, stored.json = None, args.json
     return stored, sweep_dir
 
 

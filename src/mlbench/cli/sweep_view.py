@@ -128,7 +128,7 @@ class SweepView:
             left += max(0.0, mean - (now - self.started[key])) if key in self.started else mean
         return left
 
-    def footer(self) -> str:
+    def footer(self, named: bool = True) -> str:
         points = self.data["points"]
         done = sum(e["state"] == "finished" for e in points)
         failed = sum(e["state"] == "failed" for e in points)
@@ -138,7 +138,8 @@ class SweepView:
         eta = self.eta()
         if eta is not None and done + failed < len(points):
             parts.append(f"ETA {_clock(eta)}")
-        return f"sweep {self.data['sweep_id']}: " + ", ".join(parts)
+        text = ", ".join(parts)
+        return f"sweep {self.data['sweep_id']}: {text}" if named else text
 
     def table(self) -> Table:
         table = Table(
@@ -202,7 +203,7 @@ class SweepView:
             text += f"  time to target {ttt_text(result)}, {throughput_text(result)}"
             if entry.get("reason"):
                 text += f" ({entry['reason']})"
-        print(f"{text}  — {self.footer()}", file=self.console.file, flush=True)
+        print(f"{text}  ({self.footer(named=False)})", file=self.console.file, flush=True)
 
 
 def _clock(seconds: float) -> str:
