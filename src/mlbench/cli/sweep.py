@@ -287,6 +287,9 @@ def _run_here(
     def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    for e in todo:
+        sw.retry(e)
+    sw.write(sweep_dir, data)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupted = False
@@ -326,9 +329,6 @@ def _run_one(
     from mlbench.errors import MlbenchError
     from mlbench.launch import sweep as sw
 
-    if e.get("run_id"):  # an earlier attempt (failed, cancelled, or killed): keep its id
-        e.setdefault("attempts", []).append(e["run_id"])
-    e.update(run_id=None, run_dir=None, state="pending", reason=None)
     membership = {"id": data["sweep_id"], "point": e["point"], "repeat": e["repeat"]}
     session = make_session(
         _slurm_args(args, e["workers"]),

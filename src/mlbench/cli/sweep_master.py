@@ -93,10 +93,9 @@ def follow_on_master(
         if e["state"] == "pending" and run is not None and run["state"] not in TERMINAL:
             todo.append(e)  # submitted before, still queued or running there: follow it
             continue
-        if e.get("run_id"):
-            e.setdefault("attempts", []).append(e["run_id"])
-        e.update(run_id=None, run_dir=None, state="pending", reason=None)
+        sw.retry(e)
         todo.append(e)
+    sw.write(sweep_dir, data)
     console.print(
         f"sweep {data['sweep_id']}: {len(todo)} of {len(data['points'])} runs on {master}"
     )

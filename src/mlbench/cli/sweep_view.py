@@ -141,7 +141,23 @@ class SweepView:
         text = ", ".join(parts)
         return f"sweep {self.data['sweep_id']}: {text}" if named else text
 
-    def table(self) -> Table:
+    def _window(self, limit: int | None) -> tuple[int, int]:
+        """The rows to draw: all, or ``limit`` of them around the first run not yet ended (a
+        sweep of hundreds of runs does not fit a terminal, and the live view must)."""
+        n = len(self.data["points"])
+        if limit is None or n <= limit:
+            return 0, n
+        active = [
+            i
+            for i, e in enumerate(self.data["points"])
+            if (e["point"], e["repeat"]) in self.shown or e["state"] == "pending"
+        ]
+        first = active[0] if active else n
+        start = max(0, min(first - limit // 3, n - limit))
+        return start, start + limit
+
+    def table(self, limit: int | None = None) -> Table:
+        start, end = self._window(limit)
         table = Table(
             id_column("point"),
             "repeat",
@@ -151,8 +167,11 @@ class SweepView:
             "throughput",
             id_column("run"),
             title=f"{self.data['task']} sweep",
+            caption=f"rows {start + 1}–{end} of {len(self.data['points'])}"
+            if end - start < len(self.data["points"])
+            else None,
         )
-        for e in self.data["points"]:
+        for e in self.data["points"][start:end]:
             key = (e["point"], e["repeat"])
             state = self.shown.get(key, e["state"])
             if state == "running" and key in self.started:
@@ -170,7 +189,8 @@ class SweepView:
         return table
 
     def renderable(self) -> Group:
-        return Group(self.table(), Text(self.footer()))
+        limit = max(3, self.console.size.height - 9)  # title, header, rules, caption, footer
+        return Group(self.table(limit), Text(self.footer()))
 
     def __enter__(self) -> SweepView:
         if self.console.is_terminal:

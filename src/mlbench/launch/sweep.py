@@ -223,6 +223,14 @@ def to_run(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in entries if e["state"] != "finished"]
 
 
+def retry(e: dict[str, Any]) -> None:
+    """Make ``e`` pending again; an earlier attempt's run id (failed, cancelled, or killed
+    before it ended) moves to ``attempts`` — its run directory stays, only the sweep moves on."""
+    if e.get("run_id"):
+        e.setdefault("attempts", []).append(e["run_id"])
+    e.update(run_id=None, run_dir=None, state="pending", reason=None)
+
+
 def read(sweep_dir: Path) -> dict[str, Any]:
     path = sweep_dir / SWEEP_FILE
     try:
