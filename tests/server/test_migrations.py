@@ -165,3 +165,28 @@ def test_0006_adds_the_upload_status_and_downgrades(engine: Engine) -> None:
     db.downgrade(engine, "0004")
     assert "upload" not in {c["name"] for c in inspect(engine).get_columns("runs")}
     db.upgrade(engine)
+
+
+def test_0007_adds_the_sweep_id_and_downgrades(engine: Engine) -> None:
+    db.upgrade(engine, "0006")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO runs (id, task, state, workers, backend, algorithm, goal, overrides, "
+                "official, active) VALUES ('lone', 'epsilon-logreg', 'finished', 1, 'auto', "
+                "'allreduce', 'full', '[]', true, false)"
+            )
+        )
+    db.upgrade(engine)
+    assert "sweep_id" in {c["name"] for c in inspect(engine).get_columns("runs")}
+    assert "ix_runs_sweep_id" in {i["name"] for i in inspect(engine).get_indexes("runs")}
+    with Session(engine) as s:
+        lone = s.get(Run, "lone")
+        assert lone is not None and lone.sweep_id is None  # submitted before sweeps existed
+        lone.sweep_id = "s1"
+        s.commit()
+    db.downgrade(engine, "0006")
+    assert "sweep_id" not in {c["name"] for c in inspect(engine).get_columns("runs")}
+    with engine.connect() as conn:  # the run itself survives the column's removal
+        assert conn.execute(text("SELECT id FROM runs")).scalars().all() == ["lone"]
+    db.upgrade(engine)

@@ -16,6 +16,7 @@ EPILOG = """examples:
   mlbench tasks
   mlbench run cifar10-resnet20 --workers 2 --goal light --data-dir DATA
   mlbench run epsilon-logreg --workers 2 --set data.dataset=a9a --data-dir DATA
+  mlbench sweep epsilon-logreg --workers 1 2 4 --repeats 3 --set data.dataset=a9a --data-dir DATA
 """
 
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mlbench.cli import report as report_cmd
     from mlbench.cli import run as run_cmd
     from mlbench.cli import serve as serve_cmd
+    from mlbench.cli import sweep as sweep_cmd
     from mlbench.cli import tasks as tasks_cmd
     from mlbench.cli import token as token_cmd
 
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     tasks_cmd.register(sub)
     run_cmd.register(sub)
+    sweep_cmd.register(sub)
     serve_cmd.register(sub)
     import_cmd.register(sub)
     token_cmd.register(sub)
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         exit_now(worker_main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv)  # the command line as given: a sweep records it, to be resumed
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

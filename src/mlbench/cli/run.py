@@ -29,6 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("task", help="task name (see `mlbench tasks`)")
     p.add_argument("--workers", "-n", type=int, default=1, help="number of worker processes")
+    p.add_argument("--algorithm", help="communication scheme (sets algorithm.name)")
+    p.add_argument("--run-id", help="use this run id (the master's executor sets it)")
+    add_run_options(p)
+    p.set_defaults(func=run)
+
+
+def add_run_options(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
+    """The options every way of running a task shares (``mlbench run`` and ``mlbench sweep``):
+    one definition, so a sweep takes exactly what a run takes. ``sweep`` changes only help
+    texts (``--set`` may name an axis there; ``--master`` submits every point)."""
     p.add_argument("--goal", choices=("full", "light"), help="stop at the full or light target")
     p.add_argument("--data-dir", help="dataset root (sets data.dir)")
     p.add_argument("--config", help="TOML/JSON file with config overrides")
@@ -37,10 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         dest="overrides",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="override one config key, e.g. --set optim.lr=0.1 (repeatable)",
+        metavar="KEY=VALUE[,VALUE...]" if sweep else "KEY=VALUE",
+        help="sweep axis when it lists several comma-separated values (KEY=V1,V2: one point "
+        "each), fixed override with one value; \\, is a literal comma, commas inside [...] "
+        "belong to the list value (repeatable)"
+        if sweep
+        else "override one config key, e.g. --set optim.lr=0.1 (repeatable)",
     )
-    p.add_argument("--algorithm", help="communication scheme (sets algorithm.name)")
     p.add_argument("--time-limit", type=float, metavar="SECONDS", help="sets train.time_limit")
     p.add_argument(
         "--backend",
@@ -61,18 +74,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "prints a warning instead",
     )
     p.add_argument("--runs-dir", help="where run directories go (default $MLBENCH_HOME/runs)")
-    p.add_argument("--json", action="store_true", help="print result.json instead of a table")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print sweep.json at the end instead of a table"
+        if sweep
+        else "print result.json instead of a table",
+    )
     p.add_argument(
         "--upload",
         metavar="URL",
         help="also upload events to this master as they are written (token: "
         "$MLBENCH_UPLOAD_TOKEN); training never waits on it",
     )
-    p.add_argument("--run-id", help="use this run id (the master's executor sets it)")
     p.add_argument(
         "--master",
         metavar="URL",
-        help="submit to this master instead of running here (token: $MLBENCH_TOKEN)",
+        help="submit every point to this master as a run and follow them (token: $MLBENCH_TOKEN)"
+        if sweep
+        else "submit to this master instead of running here (token: $MLBENCH_TOKEN)",
     )
     slurm = p.add_argument_group(
         "cluster engines",
@@ -85,7 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="local",
         help="local: worker processes on this machine (default); slurm: sbatch + srun",
     )
-    slurm.add_argument("--nodes", type=int, metavar="N", help="nodes to allocate (slurm)")
+    if not sweep:  # a sweep derives the nodes of each point from its worker count
+        slurm.add_argument("--nodes", type=int, metavar="N", help="nodes to allocate (slurm)")
     slurm.add_argument(
         "--nproc-per-node",
         type=int,
@@ -104,9 +125,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     slurm.add_argument(
         "--dry-run",
         action="store_true",
-        help="check the request and print the batch script; submit nothing (slurm)",
+        help="check every point and print the plan; run nothing"
+        if sweep
+        else "check the request and print the batch script; submit nothing (slurm)",
     )
-    p.set_defaults(func=run)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -123,8 +145,6 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlbench.launch.session import LaunchRequest, LaunchSession
-
     if args.master:
         from mlbench.cli.client import submit
 
@@ -136,24 +156,8 @@ def run(args: argparse.Namespace) -> int:
         return submit(args, extra)
     if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
         raise ConfigError(f"data directory {args.data_dir} does not exist")
-    spec = _slurm_spec(args)
-    session = LaunchSession(
-        LaunchRequest(
-            task=args.task,
-            workers=spec.workers if spec else args.workers,
-            backend=args.backend,
-            config_file=args.config,
-            overrides=_overrides(args),
-            threads_per_worker=args.threads_per_worker,
-            runs_dir=Path(args.runs_dir) if args.runs_dir else None,
-            run_id=args.run_id,
-            upload=args.upload,
-            upload_token=os.environ.get("MLBENCH_UPLOAD_TOKEN"),
-            oversubscribe=args.oversubscribe,
-            engine=args.engine,
-        ),
-        **({"launcher_factory": _slurm_factory(spec)} if spec else {}),
-    )
+    spec = slurm_spec(args)
+    session = make_session(args, spec, args.workers, _overrides(args), run_id=args.run_id)
     task, _ = session.preflight()  # everything checked before anything exists (exit 2)
     if spec is not None and args.dry_run:
         return _dry_run(spec, session)
@@ -163,7 +167,41 @@ def run(args: argparse.Namespace) -> int:
     return _execute(session, run_dir, task.target.metric, args)
 
 
-def _slurm_spec(args: argparse.Namespace) -> Any:
+def make_session(
+    args: argparse.Namespace,
+    spec: Any,
+    workers: int,
+    overrides: list[str],
+    *,
+    run_id: str | None = None,
+    sweep: dict[str, Any] | None = None,
+) -> Any:
+    """The :class:`~mlbench.launch.session.LaunchSession` of one run as the command line asks
+    for it (``spec``: the Slurm request, None for the local engine) — what ``mlbench run`` and
+    each run of ``mlbench sweep`` execute."""
+    from mlbench.launch.session import LaunchRequest, LaunchSession
+
+    return LaunchSession(
+        LaunchRequest(
+            task=args.task,
+            workers=spec.workers if spec else workers,
+            backend=args.backend,
+            config_file=args.config,
+            overrides=overrides,
+            threads_per_worker=args.threads_per_worker,
+            runs_dir=Path(args.runs_dir) if args.runs_dir else None,
+            run_id=run_id,
+            upload=args.upload,
+            upload_token=os.environ.get("MLBENCH_UPLOAD_TOKEN"),
+            oversubscribe=args.oversubscribe,
+            engine=args.engine,
+            sweep=sweep,
+        ),
+        **({"launcher_factory": slurm_factory(spec)} if spec else {}),
+    )
+
+
+def slurm_spec(args: argparse.Namespace) -> Any:
     """The Slurm request (a :class:`~mlbench.launch.slurm.SlurmSpec`), checked; None for the
     local engine, which refuses the cluster-only options rather than ignoring them."""
     if args.engine != "slurm":
@@ -204,7 +242,7 @@ def _slurm_spec(args: argparse.Namespace) -> Any:
     return spec
 
 
-def _slurm_factory(spec: Any) -> Any:
+def slurm_factory(spec: Any) -> Any:
     from mlbench.launch.slurm import SlurmLauncher
 
     def factory(run_dir: Path, request: Any, threads: int) -> SlurmLauncher:

@@ -50,6 +50,9 @@ class LaunchRequest:
     #: engine (slurm) runs them elsewhere and the checks of this machine would be wrong
     engine: str = "local"
     command: list[str] = field(default_factory=lambda: list(sys.argv))
+    #: the run's place in a sweep (``{"id", "point", "repeat"}``), recorded in run.json so a
+    #: report can group plain run directories (docs/reports.md#sweeps); None outside a sweep
+    sweep: dict[str, Any] | None = None
 
 
 def cpu_cores() -> int:
@@ -196,6 +199,8 @@ class LaunchSession:
             "official_data_issues": list(self.info.issues),
             "created": time.time(),
         }
+        if r.sweep is not None:
+            self.launch_info["sweep"] = dict(r.sweep)
         runs.write_launch(run_dir, self.launch_info)
 
     # ------------------------------------------------------------------ the run

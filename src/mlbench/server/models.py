@@ -66,6 +66,9 @@ class Run(Base):
     # pending, reason, stored), as its launcher or ``mlbench import`` reported it and this
     # master checked it; None until someone reports (migration 0006)
     upload: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # the sweep this run belongs to (``mlbench sweep --master``), so a sweep's runs are found
+    # with ``GET /api/runs?sweep=ID``; None for a run submitted alone (migration 0007)
+    sweep_id: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class Event(Base):

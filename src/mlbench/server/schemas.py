@@ -47,6 +47,14 @@ class RunRequest(BaseModel):
     workers_sweep: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
         None, max_length=32, description="one run per worker count (replaces workers)"
     )
+    sweep_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=RUN_ID,
+        description="the sweep the runs belong to (mlbench sweep --master); list them with "
+        "GET /api/runs?sweep=ID",
+    )
 
 
 class UploadFacts(BaseModel):
@@ -231,6 +239,7 @@ class RunOut(BaseModel):
         "imported from a result.json without upload facts). complete false: some events are "
         "not on this master; `mlbench import RUN_DIR` completes it",
     )
+    sweep_id: str | None = Field(None, description="the sweep it belongs to, if any")
 
 
 class UploadOut(UploadFacts):
@@ -355,6 +364,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "result": run.result,
         "has_logs": run_files(run.executor_ref) is not None,
         "upload": run.upload,
+        "sweep_id": run.sweep_id,
     }
 
 

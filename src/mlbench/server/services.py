@@ -164,6 +164,7 @@ def create_runs(s: Session, req: RunRequest, data_dir: str | None = None) -> lis
                 overrides=list(req.overrides),
                 official=official,
                 config=config,
+                sweep_id=req.sweep_id,
             )
             s.add(run)
             created.append(run)

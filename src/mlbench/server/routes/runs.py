@@ -18,6 +18,7 @@ from mlbench.server.executor import run_files
 from mlbench.server.models import Event, Run
 from mlbench.server.schemas import (
     NAME,
+    RUN_ID,
     ImportRequest,
     LogsOut,
     RunOut,
@@ -64,10 +65,11 @@ def list_runs(
     state: RunState | None = None,
     task: str | None = Query(None, max_length=64, pattern=NAME),
     official: bool | None = None,
+    sweep: str | None = Query(None, min_length=1, max_length=64, pattern=RUN_ID),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=2**53),
 ) -> dict[str, Any]:
-    """Newest first."""
+    """Newest first; ``sweep``: only the runs of that sweep id."""
     q = select(Run)
     if state is not None:
         q = q.where(Run.state == state.value)
@@ -75,6 +77,8 @@ def list_runs(
         q = q.where(Run.task == task)
     if official is not None:
         q = q.where(Run.official == official)
+    if sweep is not None:
+        q = q.where(Run.sweep_id == sweep)
     rows = s.scalars(q.order_by(Run.created_at.desc(), Run.id).limit(limit).offset(offset))
     return {"runs": [run_json(r) for r in rows]}
 
