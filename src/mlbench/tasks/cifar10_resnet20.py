@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlbench.config import BATCH_MAX, SEED_MAX, param, section
+from mlbench.config import BATCH_MAX, param, section
 from mlbench.errors import ConfigError
 from mlbench.tasks.base import (
     DataConfig,
@@ -20,6 +20,7 @@ from mlbench.tasks.base import (
     Target,
     TaskData,
     TrainConfig,
+    seed_param,
 )
 from mlbench.tasks.common import SGDConfig, SGDTask
 
@@ -53,7 +54,7 @@ class ResNetConfig:
 @dataclass
 class Cifar10Config(RunConfig):
     task: str = param("cifar10-resnet20", choices=("cifar10-resnet20",))
-    seed: int = param(42, minimum=-SEED_MAX, maximum=SEED_MAX)
+    seed: int = seed_param(42)
     train: TrainConfig = section(lambda: TrainConfig(max_epochs=164))
     data: CifarData = section(CifarData)
     model: ResNetConfig = section(ResNetConfig)

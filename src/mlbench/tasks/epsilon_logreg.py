@@ -12,9 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlbench.config import BATCH_MAX, SEED_MAX, param, section
+from mlbench.config import BATCH_MAX, param, section
 from mlbench.errors import DataError
-from mlbench.tasks.base import DataConfig, DataInfo, RunConfig, Target, TaskData, TrainConfig
+from mlbench.tasks.base import (
+    DataConfig,
+    DataInfo,
+    RunConfig,
+    Target,
+    TaskData,
+    TrainConfig,
+    seed_param,
+)
 from mlbench.tasks.common import SGDConfig, SGDTask
 
 if TYPE_CHECKING:
@@ -44,7 +52,7 @@ class LogRegConfig:
 @dataclass
 class EpsilonConfig(RunConfig):
     task: str = param("epsilon-logreg", choices=("epsilon-logreg",))
-    seed: int = param(42, minimum=-SEED_MAX, maximum=SEED_MAX)
+    seed: int = seed_param(42)
     train: TrainConfig = section(lambda: TrainConfig(max_epochs=20, control_every_steps=25))
     data: LibsvmData = section(LibsvmData)
     model: LogRegConfig = section(LogRegConfig)

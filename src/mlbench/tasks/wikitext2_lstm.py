@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlbench.config import BATCH_MAX, SEED_MAX, param, section
+from mlbench.config import BATCH_MAX, param, section
 from mlbench.errors import ConfigError
 from mlbench.tasks.base import (
     DataConfig,
@@ -43,6 +43,7 @@ from mlbench.tasks.base import (
     Task,
     TaskData,
     TrainConfig,
+    seed_param,
 )
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ class NTASGDConfig:
 @dataclass
 class WikiText2Config(RunConfig):
     task: str = param("wikitext2-lstm", choices=("wikitext2-lstm",))
-    seed: int = param(43, minimum=-SEED_MAX, maximum=SEED_MAX)
+    seed: int = seed_param(43)
     train: TrainConfig = section(lambda: TrainConfig(max_epochs=750, clip_grad_norm=0.25))
     data: WikiText2Data = section(WikiText2Data)
     model: AWDLSTMConfig = section(AWDLSTMConfig)

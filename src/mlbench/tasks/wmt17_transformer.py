@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlbench.config import SEED_MAX, STEPS_MAX, param, section
+from mlbench.config import STEPS_MAX, param, section
 from mlbench.errors import ConfigError
-from mlbench.tasks.base import RunConfig, Target, TrainConfig
+from mlbench.tasks.base import RunConfig, Target, TrainConfig, seed_param
 from mlbench.tasks.translation import (
     SHARED_DEVIATIONS,
     DecodeConfig,
@@ -82,7 +82,7 @@ class TransformerOptim:
 @dataclass
 class WMT17Config(RunConfig):
     task: str = param("wmt17-transformer", choices=("wmt17-transformer",))
-    seed: int = param(43, minimum=-SEED_MAX, maximum=SEED_MAX)
+    seed: int = seed_param(43)
     train: TrainConfig = section(
         lambda: TrainConfig(
             max_epochs=10,
