@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +104,26 @@ def _ensure_prepared_wmt(dest: Path) -> None:
             wmt_prepare.prepare(
                 dataset, source, dest, train=["multi30k/train"], progress=lambda _: None, **size
             )
+
+
+CHROMIUM = Path(os.environ.get("MLBENCH_CHROMIUM", "/usr/bin/chromium"))
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's headless Chromium under Playwright, one per session: Playwright's sync API
+    cannot start a second instance while one is running (tests/browser and report tests share
+    it)."""
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set MLBENCH_CHROMIUM)"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"],
+        )
+        yield b
+        b.close()

@@ -20,28 +20,10 @@ import pytest
 from ..conftest import REPO
 from ..server.master import Master
 
-CHROMIUM = Path(os.environ.get("MLBENCH_CHROMIUM", "/usr/bin/chromium"))
 SHOTS = REPO / "test-output" / "screenshots"
 # a few seconds of real output on every rank's stderr while it starts (c10d's rendezvous log
 # lines): workers print nothing else, and the tests watch output arrive live
 WORKER_LOG_ENV = {"TORCH_CPP_LOG_LEVEL": "INFO"}
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set MLBENCH_CHROMIUM)"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield b
-        b.close()
 
 
 def start_master(home: Path, *args: str, env: dict[str, str] | None = None) -> Master:

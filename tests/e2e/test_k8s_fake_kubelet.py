@@ -71,6 +71,8 @@ def test_a_two_node_run_of_task_2a_through_the_rendered_job(
         "pods": [{"name": n, "index": i, "node": nodes[i]} for i, n in enumerate(pods)],
         "host_names": [f"{ref['job']}-{i}.{ref['job']}" for i in range(2)] + ["mlbench-master"],
         "master_port": MASTER_PORT,
+        # what the pods' processes need from this machine (kept visible under the pods' /tmp)
+        "keep": [str(REPO), sys.prefix, str(real_data)],
         "timeout": 240,
         "base_env": {
             "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",

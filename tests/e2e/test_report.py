@@ -115,16 +115,13 @@ def test_run_dirs_give_the_same_numbers(sweep: dict[str, Any], tmp_path: Path) -
 
 @pytest.mark.browser
 def test_report_renders_offline_without_console_errors(
-    sweep: dict[str, Any], tmp_path: Path
+    sweep: dict[str, Any], tmp_path: Path, browser: Any
 ) -> None:
-    from playwright.sync_api import sync_playwright
-
     page_path = _report(sweep, tmp_path, str(sweep["dir"]))
     errors: list[str] = []
     requests: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        page = browser.new_page()
+    page = browser.new_page()
+    try:
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("request", lambda r: requests.append(r.url))
@@ -133,7 +130,8 @@ def test_report_renders_offline_without_console_errors(
         sizes = page.eval_on_selector_all(
             "figure img", "imgs => imgs.map(i => [i.complete, i.naturalWidth])"
         )
-        browser.close()
+    finally:
+        page.close()
     assert errors == []
     assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
     assert len(sizes) == len(FIGURES) and all(ok and w > 100 for ok, w in sizes)

@@ -51,6 +51,20 @@ def expand(text: str, env: dict[str, str]) -> str:
     return _REF.sub(sub, text)
 
 
+def _pod_tmp(tmp_dir: Path, keep: list[str]) -> str:
+    """Shell that gives the pod its own /tmp (an emptyDir), keeping visible what this machine's
+    runner lives in under /tmp (a checkout, its venv, the data: CI may clone into /tmp): the
+    host's /tmp is parked on /run first, then each kept top-level directory is bound back."""
+    tops = sorted({Path(*Path(k).parts[:3]) for k in keep if Path(k).parts[1:2] == ("tmp",)})
+    if not tops:
+        return f"mount --bind {tmp_dir} /tmp; "
+    cmd = f"mkdir -p /run/host-tmp; mount --bind /tmp /run/host-tmp; mount --bind {tmp_dir} /tmp; "
+    for top in tops:
+        rel = top.relative_to("/tmp")
+        cmd += f"mkdir -p {top}; mount --bind /run/host-tmp/{rel} {top}; "
+    return cmd
+
+
 def pod_env(container: dict[str, Any], index: int, pod: str, node: str) -> dict[str, str]:
     fields = {"spec.nodeName": node, "metadata.name": pod}
     env = {"JOB_COMPLETION_INDEX": str(index)}  # the Job controller adds it to every container
@@ -129,8 +143,9 @@ def main(plan_file: str) -> int:
         setup = (
             "set -e; mount -t tmpfs tmpfs /run; "
             f"mkdir -p {secret_at}; mount --bind {secret_dir} {secret_at}; "
-            f"mount --bind {hosts} /etc/hosts; mount --bind {tmp_dir} /tmp; "
-            'set +e; exec "$@"'
+            f"mount --bind {hosts} /etc/hosts; "
+            + _pod_tmp(tmp_dir, plan.get("keep", []))
+            + 'set +e; exec "$@"'
         )
         full_env = {**plan["base_env"], **env}
         log = open(pod_dir / "log", "wb")  # noqa: SIM115 - closed after the wait
