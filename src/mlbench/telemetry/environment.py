@@ -23,13 +23,13 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git_commit_time() -> str | None:
-    """When the checkout's commit was made (ISO 8601): ``mlbench history`` orders versions by it
-    (a run of older code made later still belongs before newer code)."""
+def _git(*args: str) -> str | None:
+    """``git -C <this source tree> ARGS`` output, stripped; None outside a checkout or when git
+    is missing or slow (an installed package has no tree to ask)."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "-C", str(here), "show", "-s", "--format=%cI", "HEAD"],
+            ["git", "-C", str(here), *args],
             capture_output=True,
             text=True,
             timeout=5,
@@ -37,33 +37,22 @@ def _git_commit_time() -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _git_commit_time() -> str | None:
+    """When the checkout's commit was made (ISO 8601): ``mlbench history`` orders versions by it
+    (a run of older code made later still belongs before newer code)."""
+    return _git("show", "-s", "--format=%cI", "HEAD") or None
 
 
 def _git_commit() -> str | None:
     """Commit of the mlbench source tree, when it is a git checkout (editable installs); None
     for an installed package, whose version (``packages.mlbench``) then names the code."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+    commit = _git("rev-parse", "HEAD")
+    if not commit:
         return None
-    commit = out.stdout.strip()
-    if out.returncode != 0 or not commit:
-        return None
-    dirty = subprocess.run(
-        ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        text=True,
-        timeout=5,
-        check=False,
-    ).stdout.strip()
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
     return commit + ("-dirty" if dirty else "")
 
 
