@@ -127,3 +127,17 @@ def browser() -> Iterator[Any]:
         )
         yield b
         b.close()
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Iterator[Any]:
+    """A real ``mlbench serve`` without a scheduler (runs arrive by upload or ``mlbench
+    import``), stopped after the test."""
+    from .server.master import Master
+
+    m = Master(tmp_path / "master-home", "--no-scheduler")
+    m.start()
+    yield m
+    if m.proc and m.proc.poll() is None:
+        m.proc.terminate()
+        m.proc.wait(timeout=10)

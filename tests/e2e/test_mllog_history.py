@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -139,17 +138,6 @@ def test_history_flags_a_missed_target_not_an_equal_rerun(
     proc = mlbench("history", "epsilon-logreg", "--set", "data.batch_size=7",
                    "--runs-dir", str(same), home=tmp_path)  # fmt: skip
     assert proc.returncode == 2 and "no finished runs" in proc.stderr
-
-
-@pytest.fixture
-def master(tmp_path: Path) -> Iterator[Master]:
-    """A real ``mlbench serve`` (no scheduler: runs come from ``mlbench import``)."""
-    m = Master(tmp_path / "master-home", "--no-scheduler")
-    m.start()
-    yield m
-    if m.proc and m.proc.poll() is None:
-        m.proc.terminate()
-        m.proc.wait(timeout=10)
 
 
 def test_imported_runs_show_in_the_masters_history(

@@ -51,16 +51,6 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def master(tmp_path: Path) -> Iterator[Master]:
-    m = Master(tmp_path / "master-home", "--no-scheduler")
-    m.start()
-    yield m
-    if m.proc and m.proc.poll() is None:
-        m.proc.terminate()
-        m.proc.wait(timeout=10)
-
-
-@pytest.fixture
 def scheduling_master(tmp_path: Path, real_data: Path) -> Iterator[Master]:
     """A master whose scheduler runs jobs: capacity 2 workers, the real datasets as data dir."""
     m = Master(tmp_path / "home", "--capacity-workers", "2", "--data-dir", str(real_data))

@@ -58,3 +58,16 @@ def test_dropout_only_in_training(
     torch.testing.assert_close(model(src, src_len, tgt), model(src, src_len, tgt), rtol=0, atol=0)
     model.train()
     assert not torch.equal(model(src, src_len, tgt), model(src, src_len, tgt))
+
+
+@MODELS
+def test_shapes_and_padding_invariance(
+    name: str, tiny: Callable[..., torch.nn.Module], dropout: float
+) -> None:
+    """A sentence's logits do not change when it is batched with a longer one (masks)."""
+    model = tiny().eval()
+    src, src_len, tgt = batch()
+    logits = model(src, src_len, tgt)
+    assert logits.shape == (2, 6, 40)
+    alone = model(src[1:, :4], src_len[1:], tgt[1:, :4])
+    torch.testing.assert_close(logits[1, :4], alone[0], atol=1e-5, rtol=1e-5)
