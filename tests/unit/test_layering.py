@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "vocab": 0,
     "limits": 0,
+    "attempts": 0,  # the restart record: engines write it, the loop reads it
     "__init__": 0,
     # siblings: a scheme never imports a task, a task never a scheme
     "tasks": 1,
