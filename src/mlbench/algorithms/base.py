@@ -114,6 +114,23 @@ class Algorithm(ABC):
         :attr:`overlaps` is True."""
         return 0.0
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's scheme state that an exact resume needs (a checkpoint carries it).
+
+        The base holds only the measurement counters. A scheme with state of its own
+        (error-feedback memories, PowerSGD's Q, local-SGD counters, its random generators)
+        extends the dict; tensors are fine (the checkpoint is ``torch.save``-d per rank).
+        """
+        return {"bytes_sent": self.bytes_sent, "collectives": self.collectives}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output. Called after :meth:`setup` (and before the first
+        step of the resumed attempt); state a scheme creates lazily at its first step is kept
+        until then."""
+        self.bytes_sent = int(state["bytes_sent"])
+        self.collectives = int(state["collectives"])
+
     def stats(self) -> dict[str, Any]:
         # ``overlaps_backward``: communication time in the result is the exposed part only
         return {
