@@ -8,6 +8,10 @@ single-process Adam on the concatenated batch.
 
 The task's lr schedule keeps its shape (scaling with k, warm-up, plateau) but is rescaled so its
 base lr becomes ``algorithm.adam_lr``.
+
+Checkpoint: nothing beyond :class:`AllReduce`'s counters. The Adam this scheme builds in
+:meth:`build_optimizer` *is* the loop's optimizer, so its moments and step counts are in the
+loop's ``optimizer.state_dict()`` (and a resumed run builds the same Adam before loading it).
 """
 
 from __future__ import annotations

@@ -20,6 +20,12 @@ Collectives (default process group):
   averaging after the local step.
 
 World size 1 issues no collectives and changes nothing.
+
+Checkpoint (:meth:`state_dict`): the byte/collective counters and ``view_fallbacks``. Nothing
+else survives a step: the bucket buffers are zeroed before every backward (``zero_grad``) and
+re-made by ``setup`` in a fresh process, the overlap hooks leave nothing pending once
+``reduce_gradients`` returns, and the optimizer's state (momentum; centralized Adam's moments)
+is the optimizer's own, saved by the loop with ``optimizer.state_dict()``.
 """
 
 from __future__ import annotations
@@ -220,3 +226,11 @@ class AllReduce(Algorithm):
             return
         with torch.no_grad():
             self.average(self.state_tensors(model))
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "view_fallbacks": self.view_fallbacks}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.view_fallbacks = int(state["view_fallbacks"])

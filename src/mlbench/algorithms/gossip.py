@@ -29,6 +29,11 @@ Collectives (default process group):
 Bytes: ``bytes_sent`` grows by ``degree x`` (flattened buffer bytes) per step, ``collectives`` by
 ``degree`` (one count per message). With one rank — or any rank without neighbours — nothing is
 sent and the step is plain local SGD.
+
+Checkpoint: only the byte/collective counters. Nothing is kept between steps (the send and
+receive buffers are made per step; ``W`` and the peers follow from the configuration), but the
+ranks' models *differ*, so a checkpoint must hold every rank's own parameters and optimizer
+state — the loop saves them per rank.
 """
 
 from __future__ import annotations

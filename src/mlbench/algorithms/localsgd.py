@@ -5,12 +5,15 @@ Collectives: ``setup`` broadcasts rank 0's parameters and buffers; ``after_step`
 parameters and floating-point buffers (model averaging); the other H−1 steps communicate nothing.
 ``reduce_gradients`` does nothing — each rank steps on its own gradients. H = 1 is model
 averaging after every step (the 2a reference scheme).
+
+Checkpoint: ``steps`` (where the run is in its H-step period, so a resumed run averages at the
+same steps) and ``averages``, plus the counters of :class:`AllReduce`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -59,6 +62,14 @@ class LocalSGD(AllReduce):
             with torch.no_grad():
                 self.average(self.state_tensors(model))
             self.averages += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "steps": self.steps, "averages": self.averages}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.steps = int(state["steps"])
+        self.averages = int(state["averages"])
 
     def stats(self) -> dict[str, object]:
         return {**super().stats(), "local_steps": self.cfg.local_steps, "averages": self.averages}

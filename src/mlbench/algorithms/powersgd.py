@@ -61,6 +61,15 @@ returns, through the counted helpers, so ``bytes_sent`` counts them):
 
 Everything is computed in fp32 on the parameters' device. With world size 1 nothing is
 communicated, compressed or remembered: gradients are left untouched (plain local training).
+
+Checkpoint (:meth:`state_dict`, per rank): the step counter (where the run stands relative to
+``start_iter``), ``compressed_steps`` and the two byte sums behind ``compression_ratio``, the
+Q-seed stream (the ``RandomState``, as plain values), the agreed gradient order (as indices into
+the parameters), and — once compression has started — this rank's residual ``e``, the last Q
+(warm start) and whether that Q may be reused. The order and the buffers are made lazily at the
+first steps; a loaded checkpoint builds them at load time from the parameters ``setup`` found,
+so a resumed run neither records nor broadcasts the order again (its byte counts stay those of
+the uninterrupted run) and its first compressed step warm-starts from the saved Q.
 """
 
 from __future__ import annotations
@@ -74,6 +83,7 @@ import numpy as np
 import torch
 
 from mlbench.algorithms.base import Algorithm
+from mlbench.algorithms.snapshot import cpu_copy, load_numpy_rng_state, numpy_rng_state, restore
 from mlbench.config import SchemeConfig, param
 from mlbench.errors import ConfigError
 
@@ -403,6 +413,53 @@ class PowerSGD(Algorithm):
                 p = params[i]
                 _write_grad(p, lay.unc[offset : offset + p.numel()])
                 offset += p.numel()
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        lay = self._layout
+        index = {id(p): i for i, p in enumerate(self._params or [])}
+        return {
+            **super().state_dict(),
+            "step": self.step,
+            "compressed_steps": self.compressed_steps,
+            "compressed_bytes": self._compressed_bytes,
+            "compressed_dense": self._compressed_dense,
+            "seeds": numpy_rng_state(self._seeds),
+            "order": None if self._order is None else [index[id(p)] for p in self._order],
+            "error": None if lay is None else cpu_copy(lay.error),
+            "q": None if lay is None else cpu_copy(lay.q),
+            "q_ready": False if lay is None else lay.q_ready,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; after :meth:`setup`, which found the parameters."""
+        super().load_state_dict(state)
+        self.step = int(state["step"])
+        self.compressed_steps = int(state["compressed_steps"])
+        self._compressed_bytes = int(state["compressed_bytes"])
+        self._compressed_dense = int(state["compressed_dense"])
+        load_numpy_rng_state(self._seeds, state["seeds"])
+        order = state["order"]
+        if order is None:
+            return  # saved before the first step: the order is recorded as usual
+        params = self._params or []
+        if sorted(order) != list(range(len(params))):
+            raise ValueError(
+                f"checkpointed PowerSGD gradient order covers {len(order)} parameters, this "
+                f"model has {len(params)} (a checkpoint of another model)"
+            )
+        for h in self._hooks:  # the order is known: nothing to record, nothing to broadcast
+            h.remove()
+        self._hooks, self._ready = [], {}
+        self._order, self._layout = [params[i] for i in order], None
+        if state["error"] is None:
+            return
+        lay = _Layout(self._order, self.cfg.matrix_rank, self.cfg.min_compression_rate)
+        device = lay.error.device
+        lay.error.copy_(restore(state["error"], tuple(lay.error.shape), "residual", device))
+        lay.q.copy_(restore(state["q"], tuple(lay.q.shape), "Q", device))
+        lay.q_ready = bool(state["q_ready"])
+        self._layout = lay
 
     # ------------------------------------------------------------------ reporting
     @property

@@ -31,6 +31,12 @@ step. Every rank decodes identically, so replicas stay in step.
 World size 1: nothing is communicated and the gradient is left untouched (no sign compression,
 no memory) — plain local training, as the contract asks; compression exists only to save
 communication, and there is none.
+
+Checkpoint (:meth:`state_dict`, per rank): the byte/collective counters and, for "ef" with
+error feedback, this rank's residual ``memory`` (a CPU copy; None before the first step). The
+memory is created lazily at the first step; a loaded one is put in place at load time (its
+length checked against this model's gradient length, known since ``setup``). Majority vote keeps
+no state of its own.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import torch
 
 from mlbench.algorithms.base import Algorithm
 from mlbench.algorithms.flat import flatten_grads, grad_params, write_grads
+from mlbench.algorithms.snapshot import cpu_copy, restore
 from mlbench.config import SchemeConfig, param
 from mlbench.errors import ConfigError
 
@@ -92,6 +99,7 @@ class SignSGD(Algorithm):
         super().__init__(cfg, dist_ctx)
         self.d = 0
         self.memory: torch.Tensor | None = None  # e, for "ef" with error_feedback
+        self._device = torch.device("cpu")  # the parameters' (where the memory lives)
 
     @classmethod
     def check_config(cls, cfg: SignConfig, world_size: int) -> None:
@@ -118,7 +126,18 @@ class SignSGD(Algorithm):
 
     def setup(self, model: torch.nn.Module) -> None:
         super().setup(model)
-        self._prepare(grad_params(model))
+        params = grad_params(model)
+        if params:
+            self._device = params[0].device
+        self._prepare(params)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "memory": cpu_copy(self.memory)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        memory = state["memory"]
+        self.memory = None if memory is None else restore(memory, (self.d,), "memory", self._device)
 
     @torch.no_grad()
     def reduce_gradients(self, model: torch.nn.Module) -> None:

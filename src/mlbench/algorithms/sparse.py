@@ -35,6 +35,13 @@ is reproducible.
 World size 1: nothing is communicated and the gradient is left untouched (no sparsification,
 no memory): plain local training, as the contract asks. Compression only exists to save
 communication, and there is none.
+
+Checkpoint (:meth:`state_dict`, per rank): the byte/collective counters, this rank's
+error-feedback ``memory`` (a CPU copy; None before the first step or without error feedback)
+and, for random-k, the state of its index generator — so a resumed run picks the same indices
+the uninterrupted one would have. The memory is created lazily at the first step; a loaded one
+is put in place at load time (its length is checked against this model's gradient length, which
+``setup`` already knows). ``last_indices`` is for inspection only and is not carried.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ import torch
 
 from mlbench.algorithms.base import Algorithm
 from mlbench.algorithms.flat import flatten_grads, grad_params, write_grads
+from mlbench.algorithms.snapshot import cpu_copy, restore
 from mlbench.config import SchemeConfig, param
 from mlbench.errors import ConfigError
 
@@ -93,6 +101,7 @@ class _Sparsified(Algorithm):
         self.d = 0
         self.k = 0
         self.memory: torch.Tensor | None = None
+        self._device = torch.device("cpu")  # the parameters' (where the memory lives)
         #: indices this rank selected in the last step (int64), for inspection and tests
         self.last_indices: torch.Tensor | None = None
 
@@ -121,7 +130,18 @@ class _Sparsified(Algorithm):
 
     def setup(self, model: torch.nn.Module) -> None:
         super().setup(model)
-        self._prepare(grad_params(model))
+        params = grad_params(model)
+        if params:
+            self._device = params[0].device
+        self._prepare(params)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "memory": cpu_copy(self.memory)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        memory = state["memory"]
+        self.memory = None if memory is None else restore(memory, (self.d,), "memory", self._device)
 
     def select(self, p: torch.Tensor) -> torch.Tensor:
         """Indices (int64, on ``p``'s device) of the ``self.k`` entries of ``p`` to send."""
@@ -189,6 +209,13 @@ class RandomK(_Sparsified):
         self.generator = torch.Generator().manual_seed(
             derive_seed("mlbench-randomk", self.seed, dist_ctx.rank)
         )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.generator.set_state(state["generator"])
 
     def select(self, p: torch.Tensor) -> torch.Tensor:
         idx = torch.randperm(self.d, generator=self.generator)[: self.k]
