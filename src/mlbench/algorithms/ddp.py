@@ -38,6 +38,7 @@ from the real buffers, reduced one by one (the PowerSGD hook runs on stand-in bu
 :class:`_Bucket`, with their reference indices) and the results copied back. From the rebuilt
 second iteration on the real layout equals the reference (DDP rebuilds deterministically from
 the gradient-ready order) and buckets go straight through; the layout is then checked no more.
+(Were it ever to differ, every step would run emulated: still exact, but without overlap.)
 This also makes the plain all-reduce bucket-for-bucket the same as the uninterrupted run's.
 """
 
