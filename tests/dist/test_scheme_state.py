@@ -60,16 +60,18 @@ PER_RANK = 8
 
 class _Net(torch.nn.Module):
     """Two compressible matrices of different shapes (PowerSGD at rank 2) and a head too small
-    to compress; 676 gradient entries, so top-k at 10% sends 68 of them."""
+    to compress; 676 gradient entries, so top-k at 10% sends 68 of them. A frozen parameter
+    first: it is in ``parameters()`` but in no gradient, no bucket and no memory."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.temperature = torch.nn.Parameter(torch.full((4,), 2.0), requires_grad=False)
         self.fc1 = torch.nn.Linear(20, 16)
         self.fc2 = torch.nn.Linear(16, 16)
         self.head = torch.nn.Linear(16, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x))))) / self.temperature
 
 
 def _batch(rank: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:

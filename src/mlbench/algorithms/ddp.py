@@ -118,7 +118,7 @@ class DDP(Algorithm):
         self._inflight: torch.futures.Future[Any] | None = None  # last PowerSGD bucket's
         self._hook_wait = 0.0  # seconds hooks spent waiting for the previous bucket, this step
         self._wrapped: torch.nn.parallel.DistributedDataParallel | None = None
-        self._params: list[torch.Tensor] = []  # the module's, in registration order
+        self._params: list[torch.Tensor] = []  # DDP's (trainable), in registration order
         self._pindex: dict[int, int] = {}  # id(parameter) → its index in _params
         # the bucket layout (parameter indices per bucket) the run's hook state is keyed by
         self._reference: list[tuple[int, ...]] | None = None
@@ -142,7 +142,8 @@ class DDP(Algorithm):
         return self._wrapped.no_sync()
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        self._params = list(model.parameters())
+        # what DDP buckets: the parameters that train, in registration order
+        self._params = [p for p in model.parameters() if p.requires_grad]
         self._pindex = {id(p): i for i, p in enumerate(self._params)}
         if self.dist.world_size == 1:
             return model  # no process to talk to: plain local training
