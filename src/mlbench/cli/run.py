@@ -94,6 +94,13 @@ def add_run_options(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
         if sweep
         else "submit to this master instead of running here (token: $MLBENCH_TOKEN)",
     )
+    p.add_argument(
+        "--network",
+        metavar="bandwidth=RATE[,loss=P]",
+        help="local engine, root: each rank in its own network namespace, its link shaped "
+        "with tc tbf (e.g. bandwidth=100mbit); measured before training and recorded in "
+        "result.json (docs/network.md). latency= is refused on this kernel (no netem)",
+    )
     slurm = p.add_argument_group(
         "cluster engines",
         "--engine slurm submits the run as one Slurm batch job from this login node (the run "
@@ -150,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
 
         if args.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+        if args.network:
+            raise ConfigError("--network shapes local ranks: run without --master")
         extra = [o for o in _overrides(args) if not o.startswith("data.dir=")]
         if args.data_dir is not None:  # a path on the master's machine: send it as given
             extra.append(f"data.dir={args.data_dir}")
@@ -196,6 +205,7 @@ def make_session(
             oversubscribe=args.oversubscribe,
             engine=args.engine,
             sweep=sweep,
+            network=getattr(args, "network", None),
         ),
         **({"launcher_factory": slurm_factory(spec)} if spec else {}),
     )
@@ -308,4 +318,6 @@ def _execute(session: Any, run_dir: Path, metric: str, args: argparse.Namespace)
         print(json.dumps(result, indent=2))
     else:
         print_summary(result, run_dir)
+    if (network := result.get("network")) and not network.get("within_tolerance"):
+        console.print(f"[yellow]network flagged: {escape(str(network.get('flag')))}")
     return {"finished": 0, "failed": 1, "cancelled": 130}[outcome.state]

@@ -160,6 +160,8 @@ def _check_engine_options(args: argparse.Namespace) -> None:
         raise ConfigError("--master runs on the master's executor; leave out --engine")
     if args.master and args.config:
         raise ConfigError("--config is not sent to a master; give its values with --set")
+    if args.master and args.network:
+        raise ConfigError("--network shapes local ranks: run the sweep without --master")
     if args.master and args.upload:
         raise ConfigError("runs on a master upload their events there; leave out --upload")
     if args.engine == "slurm":

@@ -131,6 +131,7 @@ class NodeAgent:
                 PYTHONUNBUFFERED="1",
             )
             env.update(self.extra_env)
+            env.update(self.rank_env(rank))
             out = open(self.run_dir / f"rank-{rank}.stdout", "ab")  # noqa: SIM115
             err = open(self.run_dir / f"rank-{rank}.stderr", "ab")  # noqa: SIM115
             self._files += [out, err]
@@ -145,7 +146,7 @@ class NodeAgent:
             ]
             self.procs.append(
                 subprocess.Popen(
-                    cmd,
+                    self.rank_prefix(rank) + cmd,
                     env=env,
                     stdout=out,
                     stderr=err,
@@ -154,6 +155,16 @@ class NodeAgent:
                     preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 )
             )
+
+    def rank_prefix(self, rank: int) -> list[str]:
+        """What rank ``rank``'s command starts with (the local engine's ``--network`` puts
+        ``ip netns exec NS`` here); the prefix must exec the worker in place, keeping the pid,
+        process group and parent-death signal this agent relies on."""
+        return []
+
+    def rank_env(self, rank: int) -> dict[str, str]:
+        """Extra environment for rank ``rank`` only."""
+        return {}
 
     def _reason(self, rank: int, code: int) -> str:
         if code < 0:
