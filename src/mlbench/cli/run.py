@@ -319,5 +319,7 @@ def _execute(session: Any, run_dir: Path, metric: str, args: argparse.Namespace)
     else:
         print_summary(result, run_dir)
     if (network := result.get("network")) and not network.get("within_tolerance"):
-        console.print(f"[yellow]network flagged: {escape(str(network.get('flag')))}")
+        console.print(
+            f"[yellow]network flagged: {escape(str(network.get('flag')))}", soft_wrap=True
+        )
     return {"finished": 0, "failed": 1, "cancelled": 130}[outcome.state]

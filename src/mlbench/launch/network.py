@@ -11,8 +11,10 @@ Shaping is a token bucket (``tbf``) with a *small* burst (``burst_bytes``: 2 ms 
 least 16 KiB) on both ends of every veth: the rank's ``eth0`` egress shapes what the rank sends,
 the bridge port's egress what it receives (each rank has a full-duplex link of the requested
 rate, as a NIC would). A large burst would let the first hundreds of MB through unshaped
-(../shared/reference/CLUSTERS.md §1.4). Generic segmentation is off (``gso_max_segs 1``) so
-each queued packet is one wire packet: the bucket and the loss filter act per packet.
+(../shared/reference/CLUSTERS.md §1.4). tbf splits a segmentation-offload (GSO) packet larger
+than its burst and charges every byte either way, so the rate holds with offload on; with
+``loss`` offload is turned off (``gso_max_segs 1``) so the filter drops wire packets, not 64 KB
+super-packets — which caps a link at ~350 Mbit/s on this 2-CPU machine (docs/network.md).
 
 Loss needs no netem: under the rank's ``tbf`` sits an ``htb`` whose unclassified packets go out
 through its direct queue, and a classic-BPF ``bpf`` filter (``ld rand``, the kernel's random
@@ -170,7 +172,7 @@ def preflight(
         )
     tools = {}
     for tool in ("ip", "tc"):
-        path = which(tool) or which(tool, path="/usr/sbin:/sbin")
+        path = which(tool)
         if not path:
             raise NetworkError(f"--network needs `{tool}` (package iproute2); it is not on PATH")
         tools[tool] = path
@@ -287,9 +289,12 @@ class Network:
             ns, port = self.rank_ns(rank), f"v{rank}"
             self._add_ns(ns)
             self._ip("-n", br, "link", "add", port, "type", "veth", "peer", "eth0", "netns", ns)
-            self._ip("-n", br, "link", "set", port, "master", "br0", "gso_max_segs", "1", "up")
+            self._ip("-n", br, "link", "set", port, "master", "br0", "up")
             self._ip("-n", ns, "link", "set", "lo", "up")
-            self._ip("-n", ns, "link", "set", "eth0", "gso_max_segs", "1", "up")
+            self._ip("-n", ns, "link", "set", "eth0", "up")
+            if self.spec.loss > 0:  # one random draw per wire packet, not per GSO packet
+                self._ip("-n", br, "link", "set", port, "gso_max_segs", "1")
+                self._ip("-n", ns, "link", "set", "eth0", "gso_max_segs", "1")
             self._ip("-n", ns, "addr", "add", f"{rank_address(rank)}/16", "dev", "eth0")
             self._shape(ns, "eth0", loss=self.spec.loss)  # what the rank sends
             self._shape(br, port, loss=0.0)  # what the rank receives
