@@ -20,7 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from mlbench.launch.network import TOLERANCE, Network, NetworkSpec, namespaces, preflight
+from mlbench.launch.network import (
+    TOLERANCE,
+    Network,
+    NetworkSpec,
+    namespaces,
+    preflight,
+    sweep_stale,
+)
 from mlbench.telemetry.events import read_events
 from tests.e2e.helpers import cli_env, leftover_workers, mlbench, only_run_dir, read_result
 
@@ -166,6 +173,36 @@ def test_ctrl_c_and_sigterm_leave_no_namespace(
     assert not _ours(proc.pid)
     assert not leftover_workers(run_dir)
     assert "Traceback" not in err
+
+
+def test_a_killed_launcher_leaves_namespaces_the_next_run_sweeps(
+    real_data: Path, tmp_path: Path
+) -> None:
+    """SIGKILL gives the launcher no chance to clean up: its ranks die with it (parent-death
+    signal, kept across ``ip netns exec``), its namespaces stay, named for a pid that is gone,
+    and the sweep every ``--network`` run starts with removes them."""
+    runs = tmp_path / "runs"
+    proc = _popen(
+        _run_args(
+            real_data, runs, "--network", "bandwidth=20mbit", "--set", "train.max_steps=100000"
+        ),
+        tmp_path,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and len(_ours(proc.pid)) < 3:
+        time.sleep(0.2)
+    while time.monotonic() < deadline and not list(runs.glob("*/rank-1.jsonl")):
+        time.sleep(0.2)
+    proc.kill()
+    proc.communicate(timeout=30)
+    run_dir = only_run_dir(runs)
+    gone = time.monotonic() + 10
+    while leftover_workers(run_dir) and time.monotonic() < gone:
+        time.sleep(0.2)
+    assert not leftover_workers(run_dir)
+    assert len(_ours(proc.pid)) == 3  # nobody cleaned up: the next run's sweep must
+    swept = sweep_stale()
+    assert set(_ours(proc.pid)) == set() and len([n for n in swept if f"-{proc.pid}-" in n]) == 3
 
 
 def test_loss_drops_about_the_requested_fraction(tmp_path: Path) -> None:

@@ -97,9 +97,11 @@ def add_run_options(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     p.add_argument(
         "--network",
         metavar="bandwidth=RATE[,loss=P]",
+        nargs="+" if sweep else None,
         help="local engine, root: each rank in its own network namespace, its link shaped "
         "with tc tbf (e.g. bandwidth=100mbit); measured before training and recorded in "
-        "result.json (docs/network.md). latency= is refused on this kernel (no netem)",
+        "result.json (docs/network.md). latency= is refused on this kernel (no netem)"
+        + ("; several specs: one point each (an axis)" if sweep else ""),
     )
     slurm = p.add_argument_group(
         "cluster engines",
@@ -166,7 +168,9 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
         raise ConfigError(f"data directory {args.data_dir} does not exist")
     spec = slurm_spec(args)
-    session = make_session(args, spec, args.workers, _overrides(args), run_id=args.run_id)
+    session = make_session(
+        args, spec, args.workers, _overrides(args), run_id=args.run_id, network=args.network
+    )
     task, _ = session.preflight()  # everything checked before anything exists (exit 2)
     if spec is not None and args.dry_run:
         return _dry_run(spec, session)
@@ -184,6 +188,7 @@ def make_session(
     *,
     run_id: str | None = None,
     sweep: dict[str, Any] | None = None,
+    network: str | None = None,
 ) -> Any:
     """The :class:`~mlbench.launch.session.LaunchSession` of one run as the command line asks
     for it (``spec``: the Slurm request, None for the local engine) — what ``mlbench run`` and
@@ -205,7 +210,7 @@ def make_session(
             oversubscribe=args.oversubscribe,
             engine=args.engine,
             sweep=sweep,
-            network=getattr(args, "network", None),
+            network=network,
         ),
         **({"launcher_factory": slurm_factory(spec)} if spec else {}),
     )

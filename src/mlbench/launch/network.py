@@ -51,7 +51,7 @@ SUBNET = "10.213.0.0/16"
 TOLERANCE = 0.15
 MIN_BURST = 16 * 1024
 BURST_SECONDS = 0.002
-QUEUE_LATENCY = "50ms"
+QUEUE_LATENCY = "5ms"
 DROP_CLASSID = 0x20020  # 2:20, the class whose pfifo has limit 0
 _UNITS = {
     "": 1,
