@@ -8,7 +8,7 @@ interplay) touches the host's network, interface names cannot collide between co
 veth, the bridge and every qdisc at once — cleanup is one operation per namespace.
 
 Shaping is a token bucket (``tbf``) with a *small* burst (``burst_bytes``: 2 ms at the rate, at
-least 16 KiB) on both ends of every veth: the rank's ``eth0`` egress shapes what the rank sends,
+least 16 KiB) and a short queue (5 ms at the rate) on both ends of every veth: the rank's ``eth0`` egress shapes what the rank sends,
 the bridge port's egress what it receives (each rank has a full-duplex link of the requested
 rate, as a NIC would). A large burst would let the first hundreds of MB through unshaped
 (../shared/reference/CLUSTERS.md §1.4). tbf splits a segmentation-offload (GSO) packet larger

@@ -131,7 +131,6 @@ class NodeAgent:
                 PYTHONUNBUFFERED="1",
             )
             env.update(self.extra_env)
-            env.update(self.rank_env(rank))
             out = open(self.run_dir / f"rank-{rank}.stdout", "ab")  # noqa: SIM115
             err = open(self.run_dir / f"rank-{rank}.stderr", "ab")  # noqa: SIM115
             self._files += [out, err]
@@ -161,10 +160,6 @@ class NodeAgent:
         ``ip netns exec NS`` here); the prefix must exec the worker in place, keeping the pid,
         process group and parent-death signal this agent relies on."""
         return []
-
-    def rank_env(self, rank: int) -> dict[str, str]:
-        """Extra environment for rank ``rank`` only."""
-        return {}
 
     def _reason(self, rank: int, code: int) -> str:
         if code < 0:
