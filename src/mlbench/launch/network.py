@@ -8,13 +8,14 @@ interplay) touches the host's network, interface names cannot collide between co
 veth, the bridge and every qdisc at once — cleanup is one operation per namespace.
 
 Shaping is a token bucket (``tbf``) with a *small* burst (``burst_bytes``: 2 ms at the rate, at
-least 16 KiB) and a short queue (5 ms at the rate) on both ends of every veth: the rank's ``eth0`` egress shapes what the rank sends,
-the bridge port's egress what it receives (each rank has a full-duplex link of the requested
-rate, as a NIC would). A large burst would let the first hundreds of MB through unshaped
-(../shared/reference/CLUSTERS.md §1.4). tbf splits a segmentation-offload (GSO) packet larger
-than its burst and charges every byte either way, so the rate holds with offload on; with
-``loss`` offload is turned off (``gso_max_segs 1``) so the filter drops wire packets, not 64 KB
-super-packets — which caps a link at ~350 Mbit/s on this 2-CPU machine (docs/network.md).
+least 16 KiB) and a short queue (5 ms at the rate) on both ends of every veth: the rank's
+``eth0`` egress shapes what the rank sends, the bridge port's egress what it receives (each rank
+has a full-duplex link of the requested rate, as a NIC would). A large burst would let the
+first hundreds of MB through unshaped (../shared/reference/CLUSTERS.md §1.4). tbf splits a
+segmentation-offload (GSO) packet larger than its burst and charges every byte either way, so
+the rate holds with offload on; with ``loss`` offload is turned off (``gso_max_segs 1``) so the
+filter drops wire packets, not 64 KB super-packets — which caps a link at ~350 Mbit/s on this
+2-CPU machine (docs/network.md).
 
 Loss needs no netem: under the rank's ``tbf`` sits an ``htb`` whose unclassified packets go out
 through its direct queue, and a classic-BPF ``bpf`` filter (``ld rand``, the kernel's random

@@ -243,8 +243,9 @@ def compute(inputs: Inputs, price: Price, workers_per_node: int = 1) -> dict[str
 def network_series(configs: Sequence[Configuration]) -> list[dict[str, Any]]:
     """Per scheme (and worker count), time per step at each ``--network`` bandwidth: median and
     min–max over repeats of result.json's ``summary.step_time`` (train time / steps of the
-    slowest rank), with the requested and the median measured bandwidth and whether any repeat
-    was flagged (measured outside the tolerance). Empty when no run was shaped."""
+    slowest rank) and the median ``exposed_communication_per_step``, with the requested and the
+    median measured bandwidth and whether any repeat was flagged (measured outside the
+    tolerance). Empty when no run was shaped."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for c in configs:
         results = [
@@ -258,6 +259,11 @@ def network_series(configs: Sequence[Configuration]) -> list[dict[str, Any]]:
         if not step:
             continue
         nets = [x["network"] for x in results]
+        comm = [
+            float(x["summary"]["exposed_communication_per_step"])
+            for x in results
+            if x["summary"].get("exposed_communication_per_step") is not None
+        ]
         measured = [float(n["measured"]["bandwidth_bps"]) for n in nets if n.get("measured")]
         groups[f"{c.algorithm} · {c.workers} workers"].append(
             {
@@ -269,6 +275,7 @@ def network_series(configs: Sequence[Configuration]) -> list[dict[str, Any]]:
                 "step_time_min": min(step),
                 "step_time_max": max(step),
                 "n": len(step),
+                "communication_per_step": statistics.median(comm) if comm else None,
             }
         )
     return [

@@ -163,13 +163,18 @@ def scaling(series: Sequence[dict[str, Any]], caption: str) -> Figure:
 
 
 def time_vs_bandwidth(series: Sequence[dict[str, Any]], caption: str) -> Figure:
-    """Seconds per training step vs the ``--network`` bandwidth, one line per scheme (log–log),
-    median with min–max whiskers over repeats. A hollow ring marks a point whose measured
-    bandwidth missed the request by more than the tolerance (the host could not deliver it): it
-    is drawn at the *requested* rate and annotated with the measured one."""
-    fig, (ax,) = _figure("Time per step vs bandwidth (--network, tc tbf)", caption)
+    """Seconds per training step (left) and exposed communication per step (right) vs the
+    ``--network`` bandwidth, one line per scheme (log–log), median with min–max whiskers over
+    repeats. A hollow ring marks a point whose measured bandwidth missed the request by more than
+    the tolerance (the host could not deliver it): it is drawn at the *requested* rate and
+    annotated with the measured one."""
+    fig, (ax, cx) = _figure("Time per step vs bandwidth (--network, tc tbf)", caption, ncols=2)
     annotated: set[float] = set()
     for i, s in enumerate(series):
+        comm = [(p["requested_bps"] / 1e6, p.get("communication_per_step")) for p in s["points"]]
+        comm = [(x, y) for x, y in comm if y]
+        if comm:
+            cx.plot(*zip(*comm, strict=True), color=color(i), marker="o", label=s["label"])
         pts = s["points"]
         x = [p["requested_bps"] / 1e6 for p in pts]
         y = [p["step_time"] for p in pts]
@@ -200,11 +205,14 @@ def time_vs_bandwidth(series: Sequence[dict[str, Any]], caption: str) -> Figure:
                     fontsize=7,
                     color="#444",
                 )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("requested bandwidth per rank and direction (Mbit/s); ring: measured off")
-    ax.set_ylabel("seconds per step (slowest rank): median, whiskers min–max")
-    ax.legend(fontsize=8)
+    for a in (ax, cx):
+        a.set_xscale("log")
+        a.set_yscale("log")
+        a.set_xlabel("requested bandwidth per rank and direction (Mbit/s)")
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8)
+    ax.set_ylabel("s per step (median, min–max); ring: off")
+    cx.set_ylabel("exposed communication per step (s, median)")
     return fig
 
 
