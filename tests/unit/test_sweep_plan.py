@@ -93,6 +93,21 @@ def test_plan_refuses_bad_axes(workers: list[int], algorithms: list[str], messag
         sw.plan(workers, algorithms, [])
 
 
+def test_plan_sweeps_networks_as_an_axis() -> None:
+    nets = ["bandwidth=1gbit", "bandwidth=20mbit,loss=0.01"]
+    points = sw.plan([2], ["allreduce", "topk"], [sw.Axis("optim.lr", ("0.1", "0.2"))], nets)
+    assert len(points) == 2 * 2 * 2
+    assert points[0].name == "w2-allreduce-net1gbit-lr0.1" and points[0].network == nets[0]
+    assert points[3].name == "w2-allreduce-net20mbit_loss0.01-lr0.2"
+    entries = [sw.entry(p, 0, 42) for p in points]
+    assert entries[3]["network"] == nets[1]
+    assert "network" not in sw.entry(sw.plan([2], ["allreduce"], [])[0], 0, 42)  # as before
+    # a stored sweep planned on another network is another sweep
+    other = [dict(e, network="bandwidth=2gbit") for e in entries]
+    with pytest.raises(ConfigError, match="planned differently"):
+        sw.merge(entries, other)
+
+
 def test_merge_keeps_what_ran_and_refuses_another_plan() -> None:
     points = sw.plan([1, 2], ["allreduce"], [])
     planned = [sw.entry(p, r, 42 + r) for r in range(2) for p in points]
@@ -131,6 +146,8 @@ def test_sweep_file_round_trip_and_lock(tmp_path: Path) -> None:
         (["--workers", "1", "1"], "worker count twice"),
         (["--repeats", "0"], "--repeats must be at least 1"),
         (["--engine", "slurm", "--nproc-per-node", "2", "--workers", "3"], "multiple of 2"),
+        (["--network", "bandwidth=1gbit", "bandwidth=1gbit"], "--network lists a spec twice"),
+        (["--network", "bandwidth=1gbit", "bandwidth=fast"], "is not a rate"),
     ],
 )
 def test_cli_refuses_a_bad_sweep_in_one_line(

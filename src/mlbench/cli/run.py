@@ -94,6 +94,15 @@ def add_run_options(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
         if sweep
         else "submit to this master instead of running here (token: $MLBENCH_TOKEN)",
     )
+    p.add_argument(
+        "--network",
+        metavar="bandwidth=RATE[,loss=P]",
+        nargs="+" if sweep else None,
+        help="local engine, root: each rank in its own network namespace, its link shaped "
+        "with tc tbf (e.g. bandwidth=100mbit); measured before training and recorded in "
+        "result.json (docs/network.md). latency= is refused on this kernel (no netem)"
+        + ("; several specs: one point each (an axis)" if sweep else ""),
+    )
     slurm = p.add_argument_group(
         "cluster engines",
         "--engine slurm submits the run as one Slurm batch job from this login node (the run "
@@ -150,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
 
         if args.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+        if args.network:
+            raise ConfigError("--network shapes local ranks: run without --master")
         extra = [o for o in _overrides(args) if not o.startswith("data.dir=")]
         if args.data_dir is not None:  # a path on the master's machine: send it as given
             extra.append(f"data.dir={args.data_dir}")
@@ -157,7 +168,9 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
         raise ConfigError(f"data directory {args.data_dir} does not exist")
     spec = slurm_spec(args)
-    session = make_session(args, spec, args.workers, _overrides(args), run_id=args.run_id)
+    session = make_session(
+        args, spec, args.workers, _overrides(args), run_id=args.run_id, network=args.network
+    )
     task, _ = session.preflight()  # everything checked before anything exists (exit 2)
     if spec is not None and args.dry_run:
         return _dry_run(spec, session)
@@ -175,6 +188,7 @@ def make_session(
     *,
     run_id: str | None = None,
     sweep: dict[str, Any] | None = None,
+    network: str | None = None,
 ) -> Any:
     """The :class:`~mlbench.launch.session.LaunchSession` of one run as the command line asks
     for it (``spec``: the Slurm request, None for the local engine) — what ``mlbench run`` and
@@ -196,6 +210,7 @@ def make_session(
             oversubscribe=args.oversubscribe,
             engine=args.engine,
             sweep=sweep,
+            network=network,
         ),
         **({"launcher_factory": slurm_factory(spec)} if spec else {}),
     )
@@ -308,4 +323,8 @@ def _execute(session: Any, run_dir: Path, metric: str, args: argparse.Namespace)
         print(json.dumps(result, indent=2))
     else:
         print_summary(result, run_dir)
+    if (network := result.get("network")) and not network.get("within_tolerance"):
+        console.print(
+            f"[yellow]network flagged: {escape(str(network.get('flag')))}", soft_wrap=True
+        )
     return {"finished": 0, "failed": 1, "cancelled": 130}[outcome.state]

@@ -136,7 +136,12 @@ def plan_entries(
         raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
     _, cfg = runs.resolve_config(args.task, config_file=args.config, overrides=common)
     algorithms = args.algorithm or [cfg.algorithm.name]
-    points = sw.plan(args.workers, algorithms, axes)
+    if args.network:
+        from mlbench.launch.network import parse_spec
+
+        for spec in args.network:
+            parse_spec(spec)  # a bad spec is one line before anything runs
+    points = sw.plan(args.workers, algorithms, axes, args.network or [None])
     base: dict[str, int] = {}
     for p in points:
         scheme = [f"algorithm.name={p.algorithm}"] if args.algorithm else []
@@ -160,6 +165,8 @@ def _check_engine_options(args: argparse.Namespace) -> None:
         raise ConfigError("--master runs on the master's executor; leave out --engine")
     if args.master and args.config:
         raise ConfigError("--config is not sent to a master; give its values with --set")
+    if args.master and args.network:
+        raise ConfigError("--network shapes local ranks: run the sweep without --master")
     if args.master and args.upload:
         raise ConfigError("runs on a master upload their events there; leave out --upload")
     if args.engine == "slurm":
@@ -282,6 +289,7 @@ def _run_here(
                 specs[e["workers"]],
                 e["workers"],
                 run_overrides(common, e, bool(args.algorithm)),
+                network=e.get("network"),
             ).preflight()
 
     def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -336,6 +344,7 @@ def _run_one(
         e["workers"],
         run_overrides(common, e, bool(args.algorithm)),
         sweep=membership,
+        network=e.get("network"),
     )
     started = time.monotonic()
     try:

@@ -5,14 +5,23 @@
 cluster engine share one failure contract (see :mod:`mlbench.launch.node`): a failing rank stops
 the others within seconds with its reason, no worker outlives the launcher, and each rank's
 stdout/stderr go to ``rank-<r>.stdout`` / ``rank-<r>.stderr`` in the run directory.
+
+With ``--network`` (:mod:`mlbench.launch.network`) each rank starts inside its own network
+namespace, the master address is rank 0's address there, and the namespaces are removed whenever
+the run ends — finished, failed, stopped, or the launcher raising on its way out.
 """
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlbench.launch.node import GRACE_SECONDS, NodeAgent
+
+if TYPE_CHECKING:
+    from mlbench.launch.base import Outcome
+    from mlbench.launch.network import Network
 
 __all__ = ["GRACE_SECONDS", "LocalLauncher", "free_port"]
 
@@ -34,6 +43,7 @@ class LocalLauncher(NodeAgent):
         backend: str = "auto",
         threads_per_worker: int = 1,
         extra_env: dict[str, str] | None = None,
+        network: Network | None = None,
     ) -> None:
         super().__init__(
             run_dir,
@@ -46,6 +56,7 @@ class LocalLauncher(NodeAgent):
             threads_per_worker=threads_per_worker,
             extra_env=dict(extra_env or {}),
         )
+        self.network = network
 
     @property
     def workers(self) -> int:
@@ -53,4 +64,25 @@ class LocalLauncher(NodeAgent):
 
     def start(self) -> None:
         self.master_port = free_port()
-        super().start()
+        if self.network is None:
+            super().start()
+            return
+        self.network.setup()
+        self.master_addr = self.network.master_addr
+        self.extra_env.update(self.network.env())
+        self.extra_env["MLBENCH_NETWORK_PROBE"] = str(self.network.spec.bandwidth_bps)
+        try:
+            super().start()
+        except BaseException:
+            self.terminate()
+            self.network.teardown()
+            raise
+
+    def rank_prefix(self, rank: int) -> list[str]:
+        return self.network.prefix(rank) if self.network is not None else []
+
+    def _outcome(self, state: str, reason: str | None) -> Outcome:
+        # every rank has exited (poll/stop terminated the rest): the namespaces can go
+        if self.network is not None:
+            self.network.teardown()
+        return super()._outcome(state, reason)

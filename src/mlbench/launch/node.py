@@ -145,7 +145,7 @@ class NodeAgent:
             ]
             self.procs.append(
                 subprocess.Popen(
-                    cmd,
+                    self.rank_prefix(rank) + cmd,
                     env=env,
                     stdout=out,
                     stderr=err,
@@ -154,6 +154,12 @@ class NodeAgent:
                     preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 )
             )
+
+    def rank_prefix(self, rank: int) -> list[str]:
+        """What rank ``rank``'s command starts with (the local engine's ``--network`` puts
+        ``ip netns exec NS`` here); the prefix must exec the worker in place, keeping the pid,
+        process group and parent-death signal this agent relies on."""
+        return []
 
     def _reason(self, rank: int, code: int) -> str:
         if code < 0:

@@ -53,6 +53,9 @@ class LaunchRequest:
     #: the run's place in a sweep (``{"id", "point", "repeat"}``), recorded in run.json so a
     #: report can group plain run directories (docs/reports.md#sweeps); None outside a sweep
     sweep: dict[str, Any] | None = None
+    #: ``--network`` as written (``bandwidth=50mbit[,loss=0.01]``): local engine only, root only
+    #: (docs/network.md); None: the ranks talk over loopback, unshaped
+    network: str | None = None
 
 
 def cpu_cores() -> int:
@@ -106,7 +109,32 @@ def check_backend(requested: str, workers: int) -> None:
 def local_launcher(run_dir: Path, request: LaunchRequest, threads: int) -> Launcher:
     from mlbench.launch.local import LocalLauncher
 
-    return LocalLauncher(run_dir, request.workers, request.backend, threads)
+    network = None
+    if request.network:
+        from mlbench.launch.network import Network, parse_spec, preflight
+
+        network = Network(
+            parse_spec(request.network),
+            run_dir.name,
+            request.workers,
+            preflight(workers=request.workers),
+        )
+    return LocalLauncher(run_dir, request.workers, request.backend, threads, network=network)
+
+
+def check_network(request: LaunchRequest) -> None:
+    """``--network``: parsed and this host checked (root, ``ip``, ``tc``) before anything
+    exists; refused for engines whose ranks are not local processes."""
+    if not request.network:
+        return
+    from mlbench.launch.network import NetworkError, parse_spec, preflight
+
+    if request.engine != "local":
+        raise NetworkError(f"--network shapes local ranks only; not with --engine {request.engine}")
+    parse_spec(request.network)
+    if request.workers < 2:
+        raise NetworkError("--network needs at least 2 workers: one rank sends nothing to shape")
+    preflight(workers=request.workers)
 
 
 def _os_error(exc: OSError) -> str:
@@ -154,6 +182,7 @@ class LaunchSession:
                 f"{r.workers} workers is impossible here: each would get {per_rank} of "
                 f"{info.train_size} training samples, less than one step ({need} samples)"
             )
+        check_network(r)
         if r.engine == "local":
             check_backend(r.backend, r.workers)
             cores = cpu_cores()
@@ -201,6 +230,8 @@ class LaunchSession:
         }
         if r.sweep is not None:
             self.launch_info["sweep"] = dict(r.sweep)
+        if r.network:
+            self.launch_info["network"] = r.network
         runs.write_launch(run_dir, self.launch_info)
 
     # ------------------------------------------------------------------ the run
@@ -273,5 +304,10 @@ class LaunchSession:
         result["launcher"] = launcher_facts
         if self.upload is not None:
             result["upload"] = self.upload
+        if self.request.network:
+            from mlbench.launch.netprobe import read_probe
+            from mlbench.launch.network import parse_spec, record
+
+            result["network"] = record(parse_spec(self.request.network), read_probe(run_dir))
         write_result(run_dir, result)
         return result

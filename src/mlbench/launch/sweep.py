@@ -54,6 +54,8 @@ class Point:
     workers: int
     algorithm: str
     overrides: tuple[str, ...]  # the swept ``key=value`` of this point, in axis order
+    #: ``--network`` of this point (docs/network.md); None: unshaped loopback
+    network: str | None = None
 
 
 def split_values(text: str) -> list[str]:
@@ -125,9 +127,21 @@ def _label_value(value: str) -> str:
     return re.sub(r"\s+", "_", value)
 
 
-def plan(workers: Sequence[int], algorithms: Sequence[str], axes: Sequence[Axis]) -> list[Point]:
-    """The cross product workers × algorithms × axis values, in that nesting order, named
-    ``w2-allreduce-lr0.1`` (worker count, scheme, then each axis's label and value)."""
+def network_label(spec: str) -> str:
+    """``bandwidth=100mbit,loss=0.01`` → ``net100mbit_loss0.01`` (a point name's part)."""
+    text = spec.replace("bandwidth=", "").replace("=", "")
+    return "net" + re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")
+
+
+def plan(
+    workers: Sequence[int],
+    algorithms: Sequence[str],
+    axes: Sequence[Axis],
+    networks: Sequence[str | None] = (None,),
+) -> list[Point]:
+    """The cross product workers × algorithms × networks × axis values, in that nesting order,
+    named ``w2-allreduce-net100mbit-lr0.1`` (worker count, scheme, the ``--network`` spec when
+    swept, then each axis's label and value)."""
     if not workers:
         raise ConfigError("--workers needs at least one worker count")
     if any(k < 1 for k in workers):
@@ -138,6 +152,8 @@ def plan(workers: Sequence[int], algorithms: Sequence[str], axes: Sequence[Axis]
         raise ConfigError("--algorithm needs at least one scheme")
     if len(set(algorithms)) != len(algorithms):
         raise ConfigError("--algorithm lists a scheme twice")
+    if len(set(networks)) != len(networks):
+        raise ConfigError("--network lists a spec twice")
     labels = _labels(axes)
     combos: list[tuple[str, ...]] = [()]
     for axis in axes:
@@ -145,11 +161,12 @@ def plan(workers: Sequence[int], algorithms: Sequence[str], axes: Sequence[Axis]
     points = []
     for k in workers:
         for algorithm in algorithms:
-            for combo in combos:
-                parts = [f"w{k}", algorithm]
-                for label, item in zip(labels, combo, strict=True):
-                    parts.append(label + _label_value(item.partition("=")[2]))
-                points.append(Point("-".join(parts), k, algorithm, combo))
+            for net in networks:
+                for combo in combos:
+                    parts = [f"w{k}", algorithm] + ([network_label(net)] if net else [])
+                    for label, item in zip(labels, combo, strict=True):
+                        parts.append(label + _label_value(item.partition("=")[2]))
+                    points.append(Point("-".join(parts), k, algorithm, combo, net))
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
@@ -182,7 +199,9 @@ def check_sweep_id(sweep_id: str) -> str:
 
 def entry(point: Point, repeat: int, seed: int) -> dict[str, Any]:
     """A planned run as sweep.json lists it, not yet run."""
+    network = {"network": point.network} if point.network else {}
     return {
+        **network,
         "point": point.name,
         "workers": point.workers,
         "algorithm": point.algorithm,
@@ -198,7 +217,7 @@ def entry(point: Point, repeat: int, seed: int) -> dict[str, Any]:
 def merge(planned: list[dict[str, Any]], stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The plan with what an earlier invocation recorded for it; refuses a different plan
     (a point, its workers, scheme, overrides or seed changed) rather than mixing two sweeps."""
-    key_fields = ("point", "workers", "algorithm", "overrides", "repeat", "seed")
+    key_fields = ("point", "workers", "algorithm", "overrides", "repeat", "seed", "network")
     by_key = {(e["point"], e["repeat"]): e for e in stored}
     if len(by_key) != len(stored) or len(stored) != len(planned):
         raise ConfigError(
@@ -208,7 +227,7 @@ def merge(planned: list[dict[str, Any]], stored: list[dict[str, Any]]) -> list[d
     out = []
     for p in planned:
         old = by_key.get((p["point"], p["repeat"]))
-        if old is None or any(old.get(f) != p[f] for f in key_fields):
+        if old is None or any(old.get(f) != p.get(f) for f in key_fields):
             raise ConfigError(
                 f"this sweep id was planned differently at point {p['point']} repeat "
                 f"{p['repeat']} (use a new --sweep-id, or --resume with no other options)"

@@ -79,6 +79,10 @@ def _run(args: argparse.Namespace, rank: int) -> int:
     if threads > 0:
         torch.set_num_threads(threads)
     dist = init_from_env(args.backend)
+    if probe_bps := float(os.environ.get("MLBENCH_NETWORK_PROBE", "0") or 0):
+        from mlbench.launch.netprobe import run_probe  # --network: measure the links first
+
+        run_probe(dist, run_dir, probe_bps)
     run_id = run_dir.name
     events = EventWriter(events_path(run_dir, dist.rank), run_id, dist.rank)
     try:

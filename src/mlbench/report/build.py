@@ -7,7 +7,9 @@ time-to-accuracy curves, its event files; the statistics from :mod:`mlbench.resu
 from __future__ import annotations
 
 import json
+import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +216,7 @@ def compute(inputs: Inputs, price: Price, workers_per_node: int = 1) -> dict[str
     return {
         "format": 1,
         "task": inputs.task,
+        "network": network_series(configs),
         "provenance": provenance(inputs),
         "sweep_id": (inputs.sweep or {}).get("sweep_id"),
         "pending": [p.get("point") for p in inputs.pending],
@@ -237,8 +240,52 @@ def compute(inputs: Inputs, price: Price, workers_per_node: int = 1) -> dict[str
     }
 
 
+def network_series(configs: Sequence[Configuration]) -> list[dict[str, Any]]:
+    """Per scheme (and worker count), time per step at each ``--network`` bandwidth: median and
+    min–max over repeats of result.json's ``summary.step_time`` (train time / steps of the
+    slowest rank) and the median ``exposed_communication_per_step``, with the requested and the
+    median measured bandwidth and whether any repeat was flagged (measured outside the
+    tolerance). Empty when no run was shaped."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for c in configs:
+        results = [
+            r.result for r in c.runs if r.result and isinstance(r.result.get("network"), dict)
+        ]
+        step = [
+            float(x["summary"]["step_time"])
+            for x in results
+            if x.get("summary", {}).get("step_time")
+        ]
+        if not step:
+            continue
+        nets = [x["network"] for x in results]
+        comm = [
+            float(x["summary"]["exposed_communication_per_step"])
+            for x in results
+            if x["summary"].get("exposed_communication_per_step") is not None
+        ]
+        measured = [float(n["measured"]["bandwidth_bps"]) for n in nets if n.get("measured")]
+        groups[f"{c.algorithm} · {c.workers} workers"].append(
+            {
+                "spec": nets[0].get("spec"),
+                "requested_bps": float(nets[0]["requested"]["bandwidth_bps"]),
+                "measured_bps": statistics.median(measured) if measured else None,
+                "flagged": any(not n.get("within_tolerance") for n in nets),
+                "step_time": statistics.median(step),
+                "step_time_min": min(step),
+                "step_time_max": max(step),
+                "n": len(step),
+                "communication_per_step": statistics.median(comm) if comm else None,
+            }
+        )
+    return [
+        {"label": label, "points": sorted(pts, key=lambda p: p["requested_bps"])}
+        for label, pts in sorted(groups.items())
+    ]
+
+
 def draw(data: dict[str, Any], out: Path) -> dict[str, dict[str, Path]]:
-    """The five figures as PNG and SVG in ``out``."""
+    """The five figures as PNG and SVG in ``out`` (six with ``--network`` runs)."""
     prov = data["provenance"]
     caption = prov["caption"]
     rows = data["configurations"]
@@ -282,6 +329,10 @@ def draw(data: dict[str, Any], out: Path) -> dict[str, dict[str, Path]]:
         out,
         "cost_to_target",
     )
+    if data.get("network"):
+        made["time_vs_bandwidth"] = figures.save(
+            figures.time_vs_bandwidth(data["network"], caption), out, "time_vs_bandwidth"
+        )
     return made
 
 

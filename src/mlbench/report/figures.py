@@ -162,6 +162,60 @@ def scaling(series: Sequence[dict[str, Any]], caption: str) -> Figure:
     return fig
 
 
+def time_vs_bandwidth(series: Sequence[dict[str, Any]], caption: str) -> Figure:
+    """Seconds per training step (left) and exposed communication per step (right) vs the
+    ``--network`` bandwidth, one line per scheme (log–log), median with min–max whiskers over
+    repeats. A hollow ring marks a point whose measured bandwidth missed the request by more than
+    the tolerance (the host could not deliver it): it is drawn at the *requested* rate and
+    annotated with the measured one."""
+    fig, (ax, cx) = _figure("Time per step vs bandwidth (--network, tc tbf)", caption, ncols=2)
+    annotated: set[float] = set()
+    for i, s in enumerate(series):
+        comm = [(p["requested_bps"] / 1e6, p.get("communication_per_step")) for p in s["points"]]
+        comm = [(x, y) for x, y in comm if y]
+        if comm:
+            cx.plot(*zip(*comm, strict=True), color=color(i), marker="o", label=s["label"])
+        pts = s["points"]
+        x = [p["requested_bps"] / 1e6 for p in pts]
+        y = [p["step_time"] for p in pts]
+        ax.errorbar(
+            x,
+            y,
+            yerr=[
+                [p["step_time"] - p["step_time_min"] for p in pts],
+                [p["step_time_max"] - p["step_time"] for p in pts],
+            ],
+            color=color(i),
+            marker="o",
+            capsize=3,
+            label=s["label"],
+        )
+        for p, xi, yi in zip(pts, x, y, strict=True):
+            if not p["flagged"]:
+                continue
+            ax.plot([xi], [yi], marker="o", markersize=11, mfc="none", color=color(i))
+            if p.get("measured_bps") and xi not in annotated:
+                annotated.add(xi)
+                ax.annotate(
+                    f"measured ≈ {p['measured_bps'] / 1e6:.0f} Mbit/s",
+                    xy=(xi, yi),
+                    xytext=(-8, 10),
+                    textcoords="offset points",
+                    ha="right",
+                    fontsize=7,
+                    color="#444",
+                )
+    for a in (ax, cx):
+        a.set_xscale("log")
+        a.set_yscale("log")
+        a.set_xlabel("requested bandwidth per rank and direction (Mbit/s)")
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8)
+    ax.set_ylabel("s per step (median, min–max); ring: off")
+    cx.set_ylabel("exposed communication per step (s, median)")
+    return fig
+
+
 def phases(rows: Sequence[dict[str, Any]], caption: str) -> Figure:
     """Stacked median seconds per phase group of the slowest rank, one bar per configuration."""
     fig, (ax,) = _figure("Where the time goes (slowest rank, median over repeats)", caption)

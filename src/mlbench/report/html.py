@@ -33,6 +33,7 @@ TITLES = {
     "phases": "Phase breakdown",
     "bytes_to_target": "Bytes communicated to target",
     "cost_to_target": "Cost to target",
+    "time_vs_bandwidth": "Time per step vs bandwidth (--network)",
 }
 
 

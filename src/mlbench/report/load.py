@@ -179,6 +179,8 @@ def load_inputs(paths: Sequence[Path | str]) -> Inputs:
 
 def _keys(result: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     cfg = {k: v for k, v in flatten(result.get("config", {})).items() if k not in NOT_CONFIG}
+    if isinstance(result.get("network"), dict):  # --network: the same config on another link
+        cfg["network"] = result["network"].get("spec")
     series = json.dumps(cfg, sort_keys=True)
     return f"{series}|w{result.get('world_size')}", series, cfg
 
