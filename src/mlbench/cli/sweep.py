@@ -162,6 +162,10 @@ def _check_engine_options(args: argparse.Namespace) -> None:
         raise ConfigError("--config is not sent to a master; give its values with --set")
     if args.master and args.upload:
         raise ConfigError("runs on a master upload their events there; leave out --upload")
+    if args.master:
+        from mlbench.cli.run import check_local_only
+
+        check_local_only(args)
     if args.engine == "slurm":
         nproc = args.nproc_per_node or max(1, args.gpus_per_node)
         bad = [k for k in args.workers if k % nproc]

@@ -34,6 +34,7 @@ class LocalLauncher(NodeAgent):
         backend: str = "auto",
         threads_per_worker: int = 1,
         extra_env: dict[str, str] | None = None,
+        max_restarts: int = 0,
     ) -> None:
         super().__init__(
             run_dir,
@@ -45,6 +46,7 @@ class LocalLauncher(NodeAgent):
             backend=backend,
             threads_per_worker=threads_per_worker,
             extra_env=dict(extra_env or {}),
+            max_restarts=max_restarts,
         )
 
     @property
@@ -54,3 +56,6 @@ class LocalLauncher(NodeAgent):
     def start(self) -> None:
         self.master_port = free_port()
         super().start()
+
+    def _restart_port(self) -> int:
+        return free_port()  # the old one may linger in TIME_WAIT, held by the dead store

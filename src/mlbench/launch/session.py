@@ -25,8 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from mlbench import runs
+from mlbench.attempts import read_restarts
 from mlbench.errors import ConfigError, RunDirError
+from mlbench.faults import FAULTS_KEY, Fault, check_faults, parse_faults
 from mlbench.launch.base import Launcher, Outcome, wait
+from mlbench.launch.node import check_restarts
 from mlbench.tasks.base import DataInfo, RunConfig, Task, TaskBase
 
 #: the final upload drain's bound: the time an unreachable master may hold the launcher's exit
@@ -53,6 +56,10 @@ class LaunchRequest:
     #: the run's place in a sweep (``{"id", "point", "repeat"}``), recorded in run.json so a
     #: report can group plain run directories (docs/reports.md#sweeps); None outside a sweep
     sweep: dict[str, Any] | None = None
+    #: injected failures (``--fault SPEC``, docs/faults.md): recorded in run.json, never official
+    faults: list[str] = field(default_factory=list)
+    #: restarts of every rank after a failure (local engine only; 0: fail fast)
+    max_restarts: int = 0
 
 
 def cpu_cores() -> int:
@@ -106,7 +113,21 @@ def check_backend(requested: str, workers: int) -> None:
 def local_launcher(run_dir: Path, request: LaunchRequest, threads: int) -> Launcher:
     from mlbench.launch.local import LocalLauncher
 
-    return LocalLauncher(run_dir, request.workers, request.backend, threads)
+    return LocalLauncher(
+        run_dir, request.workers, request.backend, threads, max_restarts=request.max_restarts
+    )
+
+
+def outage_transport(faults: list[Fault]) -> Any:
+    """The uploader's transport under a ``master-down`` fault (None: the default)."""
+    down = [f for f in faults if f.kind == "master-down"]
+    if not down:
+        return None
+    from mlbench.launch.outage import OutageTransport
+
+    after, duration = down[0].after, down[0].duration
+    assert after is not None and duration is not None
+    return OutageTransport(after, duration)
 
 
 def _os_error(exc: OSError) -> str:
@@ -133,6 +154,7 @@ class LaunchSession:
         self.warnings: list[str] = []
         # how the event upload ended (``UploadStatus``), when the run uploads; into result.json
         self.upload: dict[str, Any] | None = None
+        self.faults: list[Fault] = []
 
     # ------------------------------------------------------------------ before anything exists
     def preflight(self) -> tuple[TaskBase, RunConfig]:
@@ -141,6 +163,13 @@ class LaunchSession:
             raise ConfigError(f"--workers must be at least 1, got {r.workers}")
         if r.threads_per_worker is not None and r.threads_per_worker < 1:
             raise ConfigError("--threads-per-worker must be at least 1")
+        self.faults = parse_faults(r.faults)
+        check_faults(self.faults, r.workers, upload=bool(r.upload), engine=r.engine)
+        if r.max_restarts and r.engine != "local":
+            raise ConfigError(
+                f"--max-restarts is supported by the local engine only (not --engine {r.engine})"
+            )
+        check_restarts(r.max_restarts, 1)
         task, cfg = runs.resolve_config(r.task, config_file=r.config_file, overrides=r.overrides)
         if cfg.data.dir and not Path(cfg.data.dir).expanduser().is_dir():
             raise ConfigError(f"data directory {cfg.data.dir} does not exist")
@@ -201,6 +230,10 @@ class LaunchSession:
         }
         if r.sweep is not None:
             self.launch_info["sweep"] = dict(r.sweep)
+        if self.faults:
+            self.launch_info[FAULTS_KEY] = [f.to_dict() for f in self.faults]
+        if r.max_restarts:
+            self.launch_info["max_restarts"] = r.max_restarts
         runs.write_launch(run_dir, self.launch_info)
 
     # ------------------------------------------------------------------ the run
@@ -217,7 +250,14 @@ class LaunchSession:
         if r.upload:
             from mlbench.telemetry.uploader import Uploader
 
-            uploader = Uploader(run_dir, run_dir.name, r.upload, r.workers, token=r.upload_token)
+            uploader = Uploader(
+                run_dir,
+                run_dir.name,
+                r.upload,
+                r.workers,
+                token=r.upload_token,
+                transport=outage_transport(self.faults),
+            )
             uploader.start()
         try:
             launcher.start()
@@ -252,6 +292,11 @@ class LaunchSession:
             "threads_per_worker": self.threads,
             "command": self.launch_info.get("command"),
         }
+        if self.request.max_restarts:
+            launcher_facts["max_restarts"] = self.request.max_restarts
+            launcher_facts["engine_restarts"] = sum(
+                1 for x in read_restarts(run_dir) if x.by == "engine"
+            )
         if outcome.state == "finished" and (run_dir / RESULT_FILE).exists():
             result = load_result(run_dir)
         else:
