@@ -246,17 +246,13 @@ class LaunchSession:
         assert self.run_dir is not None
         r, run_dir = self.request, self.run_dir
         launcher = self.launcher_factory(run_dir, r, self.threads)
-        uploader = None
+        uploader = outage = None
         if r.upload:
             from mlbench.telemetry.uploader import Uploader
 
+            outage = outage_transport(self.faults)
             uploader = Uploader(
-                run_dir,
-                run_dir.name,
-                r.upload,
-                r.workers,
-                token=r.upload_token,
-                transport=outage_transport(self.faults),
+                run_dir, run_dir.name, r.upload, r.workers, token=r.upload_token, transport=outage
             )
             uploader.start()
         try:
@@ -265,6 +261,8 @@ class LaunchSession:
         finally:
             if uploader is not None:
                 self.upload = self._end_upload(uploader)
+                if outage is not None:  # the fault's proof that it cut something
+                    self.upload["refused_by_fault"] = outage.refused
                 if not self.upload["complete"] and on_upload_incomplete is not None:
                     on_upload_incomplete(str(self.upload["reason"]))
         return self.finalize(outcome), outcome
