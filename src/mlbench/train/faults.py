@@ -58,7 +58,7 @@ class FaultInjector:
         slow = [f.factor for f in faults if f.kind == "slow" and f.factor is not None]
         self._slow = slow[0] if slow else None
         self._armed = False
-        self._marks: dict[str, float] = {}
+        self._injected = dict.fromkeys(COMPUTE_PHASES, 0.0)
 
     def __call__(self, step: int, timer: PhaseTimer) -> None:
         if not self._armed:
@@ -90,11 +90,15 @@ class FaultInjector:
             t.start()
 
     def _straggle(self, timer: PhaseTimer) -> None:
-        """Make this step's compute take ``factor``×: sleep the difference, phase by phase."""
+        """Make the compute so far take ``factor``×: sleep the difference, phase by phase.
+
+        The target is cumulative (``factor − 1`` times the rank's own compute so far, minus what
+        was injected already), so a sleep the OS stretched is paid back at the next step."""
         assert self._slow is not None
         totals = timer.totals
+        injected = self._injected
         extra = {
-            p: (totals[p] - self._marks.get(p, 0.0)) * (self._slow - 1.0) for p in COMPUTE_PHASES
+            p: (totals[p] - injected[p]) * (self._slow - 1.0) - injected[p] for p in COMPUTE_PHASES
         }
         timer.step_start()
         for phase in COMPUTE_PHASES:
@@ -102,7 +106,9 @@ class FaultInjector:
                 busy(extra[phase])
             timer.lap(phase)
         timer.step_end()
-        self._marks = timer.totals
+        after = timer.totals
+        for p in COMPUTE_PHASES:
+            injected[p] += after[p] - totals[p]
 
 
 def busy(seconds: float) -> None:
