@@ -9,7 +9,9 @@ stalled outside a collective and the ones that wait in one.
 A :class:`Heartbeat` thread in each worker, every ``interval`` seconds (at most 1 s), reads the
 loop's :class:`~mlbench.train.loop.LoopPosition` (the steps done; no cost to the loop) and the
 main thread's Python stack (``sys._current_frames``: where it is, without its cooperation), and
-atomically rewrites ``RUN/rank-<r>.heartbeat``::
+overwrites ``RUN/rank-<r>.heartbeat`` in place (one ``pwrite`` of a fixed-size, space-padded
+record on a descriptor kept open: 1 µs, where a write to a temporary file and a rename cost
+1.7 ms here; a reader that catches a record mid-write sees invalid JSON and skips the check)::
 
     {"rank", "pid", "time", "step", "phase", "where", "stalled_for"}
 
@@ -21,8 +23,8 @@ may legitimately take long on big tasks), so the clock restarts there. A rank wh
 file itself stops changing (a process frozen with the interpreter lock held) is stalled by the
 file's age.
 
-Cost: one stack walk (tens of µs) and one small file write per interval, on a thread that sleeps
-in between; the training thread does nothing (docs/faults.md has the measured number).
+Cost: one stack walk (~5 µs) and one ``pwrite`` per interval, on a thread that sleeps in
+between; the training thread does nothing (docs/faults.md has the measured numbers).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from types import FrameType
 from typing import Any
 
 HEARTBEAT_FILE = "rank-{}.heartbeat"
+RECORD_BYTES = 1024  # every beat is padded to this size, so a shorter one leaves no old tail
 #: phases in which a rank is not expected to finish steps: the stall clock does not run there
 RESTING = frozenset({"setup", "eval", "checkpoint", "done"})
 # what the frames say, innermost first: the loop's methods by name (strings, not imports)
@@ -109,8 +112,10 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
         self._last_step = -1
         self._progress_at = time.time()
+        self._fd: int | None = None
 
     def start(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
         self.beat()
         self._thread = threading.Thread(target=self._loop, name="mlbench-heartbeat", daemon=True)
         self._thread.start()
@@ -126,6 +131,8 @@ class Heartbeat:
         where = ""
         if phase is None:
             phase, where = classify(sys._current_frames().get(self._main), step)
+        if len(where) > 600:  # the record's fixed size holds it
+            where = where[:597] + "..."
         if step != self._last_step or phase in RESTING:
             self._last_step, self._progress_at = step, now
         beat = {
@@ -137,9 +144,9 @@ class Heartbeat:
             "where": where,
             "stalled_for": round(now - self._progress_at, 3),
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(beat))
-        os.replace(tmp, self.path)
+        if self._fd is not None:
+            data = json.dumps(beat).encode("utf-8", "replace")[:RECORD_BYTES]
+            os.pwrite(self._fd, data.ljust(RECORD_BYTES), 0)
         return beat
 
     def stop(self) -> None:
@@ -149,6 +156,9 @@ class Heartbeat:
             self._thread.join()
         with contextlib.suppress(OSError):
             self.beat("done")
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def read_heartbeat(run_dir: Path, rank: int) -> dict[str, Any] | None:
