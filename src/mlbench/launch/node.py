@@ -14,7 +14,12 @@ directory the launcher already prepared (config.json), and keeps the local failu
 * ranks run in their own session (a terminal Ctrl-C reaches only the agent, which stops them in
   order) and get SIGKILL from the kernel if the agent dies (PR_SET_PDEATHSIG): no orphans;
 * each rank's stdout/stderr go to ``rank-<global rank>.stdout`` / ``.stderr`` in the run
-  directory, so the files of every node sit side by side on a shared filesystem.
+  directory, so the files of every node sit side by side on a shared filesystem;
+* a rank whose step count has not moved for ``train.hang_timeout`` seconds of training is a
+  failure too (the hang watchdog, :mod:`mlbench.launch.watchdog`, on the ranks' heartbeats);
+* with ``max_restarts`` (``--max-restarts``, one node only) a failure stops every rank, appends
+  the root cause to ``attempts.jsonl`` and starts every rank again with ``MLBENCH_RESUME=1`` on
+  a fresh port, until the run ends or the restarts are spent (docs/faults.md).
 
 The ``mlbench node`` command around it (:func:`run_node`) also waits, bounded, for the master
 address to resolve (a headless Service's DNS record appears some seconds after its pod), uploads
