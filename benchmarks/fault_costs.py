@@ -105,9 +105,10 @@ def main() -> int:
     body += (
         f"\n\nMedians of {repeats} run(s) each; every run finished its {args.steps} steps (the "
         f"target of this measurement) after at most one restart. The hang is seen "
-        f"train.hang_timeout = {HANG_TIMEOUT} s after the rank stopped; the restart column is "
-        "stopping the peers (SIGTERM, SIGKILL after 3 s) and starting the ranks again; the rest "
-        "of the cost is the new ranks' start-up and the steps run again (no checkpoint here).\n"
+        f"train.hang_timeout = {HANG_TIMEOUT} s after the rank stopped. The restart column runs "
+        "from the failure seen to the new ranks spawned (the root cause read, the peers stopped: "
+        "SIGTERM, SIGKILL after at most 3 s); the rest of the cost is the new ranks' start-up "
+        "(interpreter, torch, data) and the steps run again (no checkpoint here).\n"
     )
     return finish(
         "The cost of a failure on task 2a (kill and hang, one restart)", body, args.no_record
