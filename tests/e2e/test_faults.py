@@ -207,3 +207,41 @@ def test_ctrl_c_during_a_restart_stops_every_rank(real_data: Path, tmp_path: Pat
     assert len(read_restarts(run_dir)) == 1
     assert not leftover_workers(run_dir)
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--fault", "explode:rank=1"], "unknown fault 'explode'"),
+        (["--fault", "kill:rank=2,step=5"], "rank 2 does not exist in a run of 2 worker(s)"),
+        (["--fault", "master-down:after=1s,for=2s"], "needs --upload"),
+        (["--max-restarts", "-1"], "--max-restarts must be at least 0"),
+    ],
+)
+def test_a_bad_fault_request_is_one_line_before_anything_starts(
+    real_data: Path, tmp_path: Path, extra: list[str], needle: str
+) -> None:
+    runs = tmp_path / "runs"
+    proc = _run_2a(real_data, runs, *extra, home=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert not runs.exists() or not list(runs.iterdir())  # no run directory, no worker
+
+
+def test_a_sweep_checks_its_faults_against_every_point(real_data: Path, tmp_path: Path) -> None:
+    proc = mlbench(
+        "sweep",
+        "epsilon-logreg",
+        "--workers",
+        "1",
+        "2",
+        "--data-dir",
+        str(real_data),
+        "--fault",
+        "kill:rank=1,step=5",
+        "--dry-run",
+        home=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "rank 1 does not exist in a run of 1 worker(s)" in proc.stderr

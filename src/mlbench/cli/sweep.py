@@ -166,6 +166,11 @@ def _check_engine_options(args: argparse.Namespace) -> None:
         from mlbench.cli.run import check_local_only
 
         check_local_only(args)
+    if args.faults:  # every point must be able to suffer them: checked before any runs
+        from mlbench.faults import check_faults, parse_faults
+
+        faults = parse_faults(args.faults)
+        check_faults(faults, min(args.workers), upload=bool(args.upload), engine=args.engine)
     if args.engine == "slurm":
         nproc = args.nproc_per_node or max(1, args.gpus_per_node)
         bad = [k for k in args.workers if k % nproc]
