@@ -174,7 +174,9 @@ def test_a_slow_rank_is_flagged_as_the_straggler(real_data: Path, tmp_path: Path
     result = json.loads(proc.stdout)
     st = result["summary"]["stragglers"]
     assert st["flagged"] and st["slowest_rank"] == 1, st
-    assert 2.0 < st["ratio"] < 4.5, st  # factor 3, give or take a shared machine's noise
+    # factor 3: exact in the unit test; here two ranks share 2 busy cores, and each rank's own
+    # compute per step (~0.3 ms) drifts by tens of per cent with the machine's load
+    assert 2.0 < st["ratio"] < 6.0, st
     ranks = {r["rank"]: r for r in result["ranks"]}
     # the straggler's peers wait for it in communication: their step time is alike
     assert ranks[0]["phases"]["communication"] > ranks[1]["phases"]["communication"]
