@@ -254,6 +254,15 @@ def test_classify_reads_the_loops_phases() -> None:
         return classify(sys._getframe(), 0)
 
     assert _evaluate()[0] == "eval"
+
+    class _Work:
+        def wait(self) -> tuple[str, str]:
+            return classify(sys._getframe(1), 5)
+
+    def reduce_gradients(work: _Work) -> tuple[str, str]:
+        return work.wait()  # as a scheme blocks on an async all-reduce's handle
+
+    assert reduce_gradients(_Work())[0] == "collective"
     assert _train_step()[0] == "train"
     assert classify(sys._getframe(), 0)[0] == "setup"  # no step yet, not in a step
     assert classify(sys._getframe(), 3)[0] == "train"

@@ -16,14 +16,16 @@ record on a descriptor kept open: 1 µs, where a write to a temporary file and a
     {"rank", "pid", "time", "step", "phase", "where", "stalled_for"}
 
 ``phase`` is ``setup`` (no step started yet), ``eval``, ``checkpoint``, ``collective`` (inside
-torch.distributed or the run's process-group helpers), ``fault`` (an injected hang), ``train``
-(anywhere else in training) or ``done``. ``stalled_for`` counts the seconds the step count has
-not moved while the rank was training: set-up, evaluation and checkpoints are not stalls (they
-may legitimately take long on big tasks), so the clock restarts there. A rank whose heartbeat
+torch.distributed or the run's process-group helpers, or blocked on an async collective's
+``work.wait()``), ``fault`` (an injected hang), ``train`` (anywhere else in training — also a
+wait the Python stack cannot see into, such as DDP's reducer inside backward) or ``done``.
+``stalled_for`` counts the seconds the step count has not moved while the rank was training:
+set-up, evaluation and checkpoints are not stalls (they may legitimately take long on big
+tasks), so the clock restarts there. A rank whose heartbeat
 file itself stops changing (a process frozen with the interpreter lock held) is stalled by the
 file's age.
 
-Cost: one stack walk (~5 µs) and one ``pwrite`` per interval, on a thread that sleeps in
+Cost: one stack walk (5–50 µs) and one ``pwrite`` per interval, on a thread that sleeps in
 between; the training thread does nothing (docs/faults.md has the measured numbers).
 """
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import linecache
 import os
 import sys
 import threading
@@ -77,6 +80,8 @@ def classify(frame: FrameType | None, step: int) -> tuple[str, str]:
         names.append(code.co_name)
         if depth < 12 and any(p in code.co_filename for p in _COLLECTIVE_FILES):
             collective = True
+        if depth == 0 and ".wait(" in linecache.getline(code.co_filename, f.f_lineno):
+            collective = True  # blocked on an async collective's handle (``work.wait()``)
         if _FAULT_FILE in code.co_filename:
             fault = True
         depth += 1
