@@ -72,6 +72,30 @@ def test_a_killed_rank_fails_the_run_fast_naming_rank_and_fault(
     assert not leftover_workers(run_dir)
 
 
+def test_a_rank_killed_after_a_time_fails_the_run(real_data: Path, tmp_path: Path) -> None:
+    """``after=T`` counts from the rank's first step: 0.3 s into a run of 20000 steps (~0.3 ms
+    each alone, several seconds in all), far from its end."""
+    runs = tmp_path / "runs"
+    proc = _run_2a(
+        real_data,
+        runs,
+        "--fault",
+        "kill:rank=0,after=300ms",
+        "--set",
+        "train.max_steps=20000",
+        "--set",
+        "train.max_epochs=100",
+        home=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr
+    result = read_result(only_run_dir(runs))
+    assert "rank 0 was killed by SIGKILL" in result["reason"], result["reason"]
+    assert (
+        "kill:rank=0,after=0.3s" in result["reason"] and "0.3 s into training" in result["reason"]
+    )
+    assert 0 < result["summary"]["steps"] < 20000
+
+
 def test_restart_after_an_injected_kill_with_the_time_accounted(
     real_data: Path, tmp_path: Path
 ) -> None:
