@@ -266,3 +266,29 @@ def test_classify_reads_the_loops_phases() -> None:
     assert _train_step()[0] == "train"
     assert classify(sys._getframe(), 0)[0] == "setup"  # no step yet, not in a step
     assert classify(sys._getframe(), 3)[0] == "train"
+
+
+def test_a_ctrl_c_while_ranks_are_forked_is_held_until_they_all_started() -> None:
+    """A Ctrl-C that lands in Python's at-fork hooks is dropped (the restart Ctrl-C test once
+    lost one that way): the agent holds SIGINT/SIGTERM while it spawns — whichever thread the
+    kernel hands the signal to — and acts on it after, with the handler that was there."""
+    import signal
+    import subprocess
+
+    from mlbench.launch.node import _stop_signals_held
+
+    other = threading.Thread(target=time.sleep, args=(1.0,), daemon=True)
+    other.start()  # a second thread the signal may be delivered to (the uploader's, in a run)
+    reached = False
+    child = None
+    with pytest.raises(KeyboardInterrupt), _stop_signals_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # not raised here: held
+        child = subprocess.Popen(["sleep", "30"])
+        reached = True
+    assert reached and child is not None
+    child.kill()
+    child.wait()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    with _stop_signals_held():  # nothing caught: nothing raised
+        pass

@@ -42,8 +42,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -79,12 +80,48 @@ class ResolveError(MlbenchError):
     the rendezvous with a message about a TCP store."""
 
 
+#: what a user's Ctrl-C or an engine's stop sends: held back while ranks are forked
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Hold Ctrl-C/SIGTERM back while ranks are forked, and act on them after.
+
+    Why: Python runs at-fork hooks in the parent (logging's lock release) where an exception —
+    the KeyboardInterrupt a Ctrl-C becomes — is printed and dropped: a Ctrl-C that landed
+    there, e.g. during a restart's spawn, was lost and the run went on. Blocking the signal in
+    this thread is not enough (the kernel hands it to any thread, the uploader's, and Python
+    then interrupts the main thread anyway), so the Python-level handlers are swapped for one
+    that only notes the signal; the previous handler runs once every rank of the attempt is
+    started, so :meth:`NodeAgent.stop` sees them all. Main thread only (where handlers live).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {
+        s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in _STOP_SIGNALS
+    }
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if caught:
+            handler = previous[signal.Signals(caught[0])]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(caught[0])
 
 
 def is_peer_loss(reason: str) -> bool:
@@ -136,6 +173,10 @@ class NodeAgent:
 
     def _spawn(self) -> None:
         """Start every rank of this node (an attempt: the first, or one after a restart)."""
+        with _stop_signals_held():
+            self._spawn_ranks()
+
+    def _spawn_ranks(self) -> None:
         for local, rank in enumerate(self.ranks):
             env = dict(os.environ)
             env.update(
