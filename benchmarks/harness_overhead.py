@@ -59,23 +59,39 @@ def _setup(
 
 
 def mlbench_loop(
-    task: Any, cfg: Any, ctx: Any, steps: int, tmp: Path, in_steps: list[float] | None = None
+    task: Any,
+    cfg: Any,
+    ctx: Any,
+    steps: int,
+    tmp: Path,
+    in_steps: list[float] | None = None,
+    heartbeat: float | None = None,
 ) -> float:
     """Seconds per step of the real loop: its wall time, evaluation and checkpoints excluded.
-    ``in_steps`` collects its train_time per step too (the steps alone, as the loop reports)."""
+    ``in_steps`` collects its train_time per step too (the steps alone, as the loop reports).
+    ``heartbeat``: run the hang watchdog's heartbeat thread beside it, beating every that many
+    seconds (a worker beats every min(1, train.hang_timeout / 10) s)."""
     import dataclasses
 
     from mlbench.registry import get_algorithm
     from mlbench.telemetry.events import EventWriter
-    from mlbench.train.loop import train
+    from mlbench.telemetry.heartbeat import Heartbeat
+    from mlbench.train.loop import LoopPosition, train
 
     run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps))
     run_dir = Path(tempfile.mkdtemp(dir=tmp))
     events = EventWriter(run_dir / "rank-0.jsonl", "bench", 0)
+    position = LoopPosition()
+    beats = Heartbeat(run_dir, 0, position, heartbeat) if heartbeat else None
+    if beats is not None:
+        beats.start()
     try:  # the loop's progress lines go to the rank's stdout file, as in a real run
         with open(run_dir / "rank-0.stdout", "w") as out, contextlib.redirect_stdout(out):
-            summary = train(task, run_cfg, ctx, events, run_dir, get_algorithm(cfg.algorithm.name))
+            scheme = get_algorithm(cfg.algorithm.name)
+            summary = train(task, run_cfg, ctx, events, run_dir, scheme, position)
     finally:
+        if beats is not None:
+            beats.stop()
         events.close()
     assert summary.steps == steps, summary.stop_reason
     # wall time, not train_time: the loop's work between steps (log windows, event writes, stop
@@ -123,6 +139,14 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=None, help="paired rounds (default per task)")
     p.add_argument("--no-record", action="store_true", help="don't append to RESULTS.md")
     p.add_argument(
+        "--heartbeat",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="beat the hang watchdog's heartbeat every SECONDS beside the mlbench loop "
+        "(a worker's rate is at most 1/s; docs/faults.md)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -142,8 +166,9 @@ def main() -> int:
             task, cfg, ctx = _setup(name, overrides, args.data_dir, args.device)
             bare_loop(task, cfg, ctx, min(steps, 3))  # warm-up
             in_steps: list[float] = []
+            beat = args.heartbeat
             ours, bare = interleave(
-                lambda: mlbench_loop(task, cfg, ctx, steps, Path(tmp), in_steps),  # noqa: B023
+                lambda: mlbench_loop(task, cfg, ctx, steps, Path(tmp), in_steps, beat),  # noqa: B023
                 lambda: bare_loop(task, cfg, ctx, steps),  # noqa: B023
                 repeats,
             )

@@ -183,10 +183,14 @@ def make_result(
     from mlbench.results.summary import build_result
     from mlbench.telemetry.environment import collect
 
-    differences = task.official_differences(cfg) + read_launch(run_dir).get(
-        "official_data_issues", []
+    launch = read_launch(run_dir)
+    faults = launch.get("faults") or []
+    differences = (
+        task.official_differences(cfg)
+        + launch.get("official_data_issues", [])
+        + [f"fault injected: {f['spec']}" for f in faults]  # docs/faults.md
     )
-    return build_result(
+    result = build_result(
         run_id=run_dir.name,
         task=task.name,
         state=state,
@@ -201,6 +205,8 @@ def make_result(
         goal=task.describe_goal(cfg),
         ranks=ranks,
     )
+    result["faults"] = faults
+    return result
 
 
 def validate_run(task: TaskBase, cfg: RunConfig, world_size: int) -> None:

@@ -22,6 +22,7 @@ SCRIPTS = {
     "ingest.py": False,
     "master_abuse.py": False,
     "slurm_startup.py": True,  # starts its own real Slurm (root, slurm-wlm, munge): ~30 s
+    "fault_costs.py": True,  # three 2a runs, two of them restarted once: ~40 s
 }
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from mlbench.server.dashboard import plotly_js
 
-from .conftest import api, js, screenshot
+from .conftest import api, js, plotted, screenshot, wait_ready
 
 pytestmark = pytest.mark.browser
 
@@ -246,3 +246,32 @@ def test_a_run_whose_upload_is_incomplete_says_so(dash, page_for) -> None:
     page.goto(dash.url + "/#/run/upload-whole")
     page.wait_for_selector('.page[data-loaded="1"]')
     assert page.get_by_test_id("run-upload").is_hidden()
+
+
+def test_a_straggler_is_marked_on_the_run_page(dash, page_for) -> None:
+    """result.summary.stragglers flagged: the phase section says which rank and how slow, and
+    the per-rank phase chart labels it; an unflagged run shows neither."""
+    phases = {"data": 0.1, "forward": 0.2, "backward": 0.3, "communication": 0.1, "optimizer": 0.1}
+    ranks = [{"rank": k, "steps": 100, "phases": phases} for k in (0, 1)]
+    result = {"schema_version": 1, "state": "finished", "task": "epsilon-logreg", "world_size": 2}
+    flagged = {"ratio": 3.2, "slowest_rank": 1, "threshold": 1.5, "flagged": True}
+    unflagged = flagged | {"flagged": False}
+    with api(dash) as c:
+        for run_id, st in (("straggler-yes", flagged), ("straggler-no", unflagged)):
+            summary = {"stragglers": st}
+            body = {"run_id": run_id, "result": result | {"ranks": ranks, "summary": summary}}
+            assert c.post("/api/runs/import", json=body).status_code == 200
+    page = page_for(dash)
+    page.goto(dash.url + "/#/run/straggler-yes")
+    page.wait_for_selector('.page[data-loaded="1"]')
+    note = page.get_by_test_id("stragglers")
+    note.wait_for(state="visible")
+    assert "rank 1" in note.inner_text() and "3.2" in note.inner_text()
+    wait_ready(page, "chart-phases")
+    labels = {y for t in plotted(page, "chart-phases") for y in t["y"]}
+    assert labels == {"rank 0", "rank 1 (straggler)"}
+    page.goto(dash.url + "/#/run/straggler-no")
+    page.wait_for_selector('.page[data-loaded="1"]')
+    wait_ready(page, "chart-phases")
+    assert page.get_by_test_id("stragglers").is_hidden()
+    assert {y for t in plotted(page, "chart-phases") for y in t["y"]} == {"rank 0", "rank 1"}

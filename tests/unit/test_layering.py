@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "vocab": 0,
     "limits": 0,
     "attempts": 0,  # the restart record: engines write it, the loop reads it
+    "faults": 0,  # the --fault grammar: the session checks it, the ranks act on it
     "__init__": 0,
     # siblings: a scheme never imports a task, a task never a scheme
     "tasks": 1,

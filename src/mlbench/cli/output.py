@@ -161,6 +161,18 @@ def print_summary(result: dict[str, Any], run_dir: Path, console: Console | None
             ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, int | float)),
         )
     table.add_row("workers / backend", f"{result.get('world_size')} / {result.get('backend')}")
+    if result.get("faults"):
+        table.add_row("faults", ", ".join(str(f.get("spec")) for f in result["faults"]))
+    restarts = (result.get("launcher") or {}).get("engine_restarts")
+    if restarts:
+        table.add_row("restarts", f"{restarts} (attempts.jsonl)")
+    st = s.get("stragglers")
+    if isinstance(st, dict) and st.get("flagged"):
+        table.add_row(
+            "straggler",
+            f"[yellow]rank {st.get('slowest_rank')}[/yellow]: {st.get('ratio', 0):.2f}× the "
+            "median rank's compute per step",
+        )
     upload = result.get("upload")
     if isinstance(upload, dict):
         table.add_row("upload", _upload_text(upload))

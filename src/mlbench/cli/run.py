@@ -88,6 +88,24 @@ def add_run_options(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
         "$MLBENCH_UPLOAD_TOKEN); training never waits on it",
     )
     p.add_argument(
+        "--fault",
+        dest="faults",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="inject a failure (repeatable; the run is then never official; docs/faults.md): "
+        "kill:rank=R,step=S | kill:rank=R,after=5s | hang:rank=R,step=S | "
+        "slow:rank=R,factor=F | master-down:after=T,for=D (with --upload)",
+    )
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after a rank fails (or hangs: train.hang_timeout), stop the others and restart "
+        "every rank, up to N times (local engine only; default 0: fail fast)",
+    )
+    p.add_argument(
         "--master",
         metavar="URL",
         help="submit every point to this master as a run and follow them (token: $MLBENCH_TOKEN)"
@@ -161,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--workers must be at least 1, got {args.workers}")
         if args.network:
             raise ConfigError("--network shapes local ranks: run without --master")
+        check_local_only(args)
         extra = [o for o in _overrides(args) if not o.startswith("data.dir=")]
         if args.data_dir is not None:  # a path on the master's machine: send it as given
             extra.append(f"data.dir={args.data_dir}")
@@ -178,6 +197,12 @@ def run(args: argparse.Namespace) -> int:
     for warning in session.warnings:
         print(warning, file=sys.stderr)
     return _execute(session, run_dir, task.target.metric, args)
+
+
+def check_local_only(args: argparse.Namespace) -> None:
+    """--fault and --max-restarts act in this process's engine: a master's runs get neither."""
+    if args.faults or args.max_restarts:
+        raise ConfigError("--fault and --max-restarts are not sent to a master; run here")
 
 
 def make_session(
@@ -211,6 +236,8 @@ def make_session(
             engine=args.engine,
             sweep=sweep,
             network=network,
+            faults=list(args.faults),
+            max_restarts=args.max_restarts,
         ),
         **({"launcher_factory": slurm_factory(spec)} if spec else {}),
     )

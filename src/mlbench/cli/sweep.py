@@ -169,6 +169,15 @@ def _check_engine_options(args: argparse.Namespace) -> None:
         raise ConfigError("--network shapes local ranks: run the sweep without --master")
     if args.master and args.upload:
         raise ConfigError("runs on a master upload their events there; leave out --upload")
+    if args.master:
+        from mlbench.cli.run import check_local_only
+
+        check_local_only(args)
+    if args.faults:  # every point must be able to suffer them: checked before any runs
+        from mlbench.faults import check_faults, parse_faults
+
+        faults = parse_faults(args.faults)
+        check_faults(faults, min(args.workers), upload=bool(args.upload), engine=args.engine)
     if args.engine == "slurm":
         nproc = args.nproc_per_node or max(1, args.gpus_per_node)
         bad = [k for k in args.workers if k % nproc]

@@ -44,6 +44,7 @@ class LocalLauncher(NodeAgent):
         threads_per_worker: int = 1,
         extra_env: dict[str, str] | None = None,
         network: Network | None = None,
+        max_restarts: int = 0,
     ) -> None:
         super().__init__(
             run_dir,
@@ -55,6 +56,7 @@ class LocalLauncher(NodeAgent):
             backend=backend,
             threads_per_worker=threads_per_worker,
             extra_env=dict(extra_env or {}),
+            max_restarts=max_restarts,
         )
         self.network = network
 
@@ -86,3 +88,6 @@ class LocalLauncher(NodeAgent):
         if self.network is not None:
             self.network.teardown()
         return super()._outcome(state, reason)
+
+    def _restart_port(self) -> int:
+        return free_port()  # the old one may linger in TIME_WAIT, held by the dead store

@@ -14,7 +14,12 @@ directory the launcher already prepared (config.json), and keeps the local failu
 * ranks run in their own session (a terminal Ctrl-C reaches only the agent, which stops them in
   order) and get SIGKILL from the kernel if the agent dies (PR_SET_PDEATHSIG): no orphans;
 * each rank's stdout/stderr go to ``rank-<global rank>.stdout`` / ``.stderr`` in the run
-  directory, so the files of every node sit side by side on a shared filesystem.
+  directory, so the files of every node sit side by side on a shared filesystem;
+* a rank whose step count has not moved for ``train.hang_timeout`` seconds of training is a
+  failure too (the hang watchdog, :mod:`mlbench.launch.watchdog`, on the ranks' heartbeats);
+* with ``max_restarts`` (``--max-restarts``, one node only) a failure stops every rank, appends
+  the root cause to ``attempts.jsonl`` and starts every rank again with ``MLBENCH_RESUME=1`` on
+  a fresh port, until the run ends or the restarts are spent (docs/faults.md).
 
 The ``mlbench node`` command around it (:func:`run_node`) also waits, bounded, for the master
 address to resolve (a headless Service's DNS record appears some seconds after its pod), uploads
@@ -37,14 +42,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from mlbench.attempts import RESUME_ENV, record_restart
 from mlbench.errors import ConfigError, MlbenchError
 from mlbench.launch.base import Outcome, wait
+from mlbench.launch.watchdog import Watchdog, hang_timeout_of
 from mlbench.launch.worker import ERROR_MARKER
 
 GRACE_SECONDS = 3.0
@@ -72,12 +80,48 @@ class ResolveError(MlbenchError):
     the rendezvous with a message about a TCP store."""
 
 
+#: what a user's Ctrl-C or an engine's stop sends: held back while ranks are forked
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Hold Ctrl-C/SIGTERM back while ranks are forked, and act on them after.
+
+    Why: Python runs at-fork hooks in the parent (logging's lock release) where an exception —
+    the KeyboardInterrupt a Ctrl-C becomes — is printed and dropped: a Ctrl-C that landed
+    there, e.g. during a restart's spawn, was lost and the run went on. Blocking the signal in
+    this thread is not enough (the kernel hands it to any thread, the uploader's, and Python
+    then interrupts the main thread anyway), so the Python-level handlers are swapped for one
+    that only notes the signal; the previous handler runs once every rank of the attempt is
+    started, so :meth:`NodeAgent.stop` sees them all. Main thread only (where handlers live).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {
+        s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in _STOP_SIGNALS
+    }
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if caught:
+            handler = previous[signal.Signals(caught[0])]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(caught[0])
 
 
 def is_peer_loss(reason: str) -> bool:
@@ -98,12 +142,19 @@ class NodeAgent:
     backend: str = "auto"
     threads_per_worker: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: restarts of all ranks after a failure (``--max-restarts``; one node only)
+    max_restarts: int = 0
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False)
     _files: list[IO[bytes]] = field(default_factory=list, init=False)
     _started: float = field(default=0.0, init=False)
+    _stderr_from: dict[int, int] = field(default_factory=dict, init=False)
+    _watchdog: Watchdog | None = field(default=None, init=False)
+    #: engine restarts done so far in this agent's life
+    restarts: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         check_topology(self.nnodes, self.node_rank, self.nproc_per_node, self.master_port)
+        check_restarts(self.max_restarts, self.nnodes)
 
     @property
     def world_size(self) -> int:
@@ -116,6 +167,16 @@ class NodeAgent:
 
     def start(self) -> None:
         self._started = time.perf_counter()
+        timeout = hang_timeout_of(self.run_dir)
+        self._watchdog = Watchdog(self.run_dir, timeout) if timeout else None
+        self._spawn()
+
+    def _spawn(self) -> None:
+        """Start every rank of this node (an attempt: the first, or one after a restart)."""
+        with _stop_signals_held():
+            self._spawn_ranks()
+
+    def _spawn_ranks(self) -> None:
         for local, rank in enumerate(self.ranks):
             env = dict(os.environ)
             env.update(
@@ -133,6 +194,8 @@ class NodeAgent:
             env.update(self.extra_env)
             out = open(self.run_dir / f"rank-{rank}.stdout", "ab")  # noqa: SIM115
             err = open(self.run_dir / f"rank-{rank}.stderr", "ab")  # noqa: SIM115
+            # this attempt's reason is in what it writes, not in an earlier attempt's lines
+            self._stderr_from[rank] = err.seek(0, os.SEEK_END)
             self._files += [out, err]
             cmd = [
                 sys.executable,
@@ -170,7 +233,7 @@ class NodeAgent:
             what = f"rank {rank} was killed by {name}"
         else:
             what = f"rank {rank} exited with code {code}"
-        tail = _stderr_tail(self.run_dir / f"rank-{rank}.stderr")
+        tail = _stderr_tail(self.run_dir / f"rank-{rank}.stderr", self._stderr_from.get(rank, 0))
         marker = [ln for ln in tail if ln.startswith(ERROR_MARKER)]
         if marker:
             return marker[-1][len(ERROR_MARKER) :].strip()
@@ -213,15 +276,53 @@ class NodeAgent:
 
     def poll(self) -> Outcome | None:
         """None while ranks run; the outcome once all exited 0, or the first failure (then every
-        other rank is stopped, and the reason is the root cause's)."""
+        other rank is stopped, and the reason is the root cause's). A rank that exits non-zero
+        or stops progressing (the hang watchdog) is a failure; with restarts left, every rank is
+        started again instead (:meth:`_restart`) and the run goes on."""
         codes = [p.poll() for p in self.procs]
         if any(c not in (None, 0) for c in codes):
+            failed_at = time.time()
             reason = self._root_cause()
             self.terminate()
-            return self._outcome("failed", reason)
+            return self._failed(reason, failed_at)
         if all(c == 0 for c in codes):
             return self._outcome("finished", None)
+        if self._watchdog is not None:
+            live = [p.pid if c is None else None for p, c in zip(self.procs, codes, strict=True)]
+            hang = self._watchdog.check(self.ranks, live)
+            if hang is not None:
+                failed_at = time.time()
+                self.terminate()
+                return self._failed(hang, failed_at)
         return None
+
+    def _failed(self, reason: str, failed_at: float) -> Outcome | None:
+        """The failed outcome, or None after restarting every rank when restarts are left."""
+        if self.restarts >= self.max_restarts:
+            if self.restarts:
+                reason = (
+                    f"{reason} (after {self.restarts} restart(s), --max-restarts "
+                    f"{self.max_restarts} spent; every attempt's reason in attempts.jsonl)"
+                )
+            return self._outcome("failed", reason)
+        self._restart(reason, failed_at)
+        return None
+
+    def _restart(self, reason: str, failed_at: float) -> None:
+        """Record the restart (``attempts.jsonl``, read by the next attempt's loop) and start
+        every rank again, told to resume (``MLBENCH_RESUME=1``) on a fresh rendezvous port."""
+        for fh in self._files:
+            fh.close()
+        self._files, self.procs = [], []
+        self.restarts += 1
+        record_restart(self.run_dir, reason=reason, failed_at=failed_at, by="engine")
+        self.extra_env[RESUME_ENV] = "1"
+        self.master_port = self._restart_port()
+        self._spawn()
+
+    def _restart_port(self) -> int:
+        """The next attempt's rendezvous port (the local engine takes a fresh free one)."""
+        return self.master_port
 
     def stop(self, reason: str = "interrupted by user (Ctrl-C)") -> Outcome:
         self.terminate()
@@ -239,6 +340,18 @@ class NodeAgent:
             fh.close()
         return Outcome(
             state, reason, [p.poll() for p in self.procs], time.perf_counter() - self._started
+        )
+
+
+def check_restarts(max_restarts: int, nnodes: int) -> None:
+    """Restarts are the local engine's (one node): an agent on one node of many cannot restart
+    the other nodes' ranks, and Slurm and Kubernetes restarts are not built."""
+    if max_restarts < 0:
+        raise ConfigError(f"--max-restarts must be at least 0, got {max_restarts}")
+    if max_restarts and nnodes > 1:
+        raise ConfigError(
+            "--max-restarts is supported by the local engine only (one node); multi-node, "
+            "Slurm and Kubernetes runs fail fast"
         )
 
 
@@ -456,12 +569,13 @@ def run_node(
     return outcome, upload
 
 
-def _stderr_tail(path: Path, max_bytes: int = 8192) -> list[str]:
+def _stderr_tail(path: Path, start: int = 0, max_bytes: int = 8192) -> list[str]:
+    """The last lines of ``path`` written after byte ``start``."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
+            fh.seek(max(start, size - max_bytes))
             return fh.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return []

@@ -25,8 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from mlbench import runs
+from mlbench.attempts import read_restarts
 from mlbench.errors import ConfigError, RunDirError
+from mlbench.faults import FAULTS_KEY, Fault, check_faults, parse_faults
 from mlbench.launch.base import Launcher, Outcome, wait
+from mlbench.launch.node import check_restarts
 from mlbench.tasks.base import DataInfo, RunConfig, Task, TaskBase
 
 #: the final upload drain's bound: the time an unreachable master may hold the launcher's exit
@@ -56,6 +59,10 @@ class LaunchRequest:
     #: ``--network`` as written (``bandwidth=50mbit[,loss=0.01]``): local engine only, root only
     #: (docs/network.md); None: the ranks talk over loopback, unshaped
     network: str | None = None
+    #: injected failures (``--fault SPEC``, docs/faults.md): recorded in run.json, never official
+    faults: list[str] = field(default_factory=list)
+    #: restarts of every rank after a failure (local engine only; 0: fail fast)
+    max_restarts: int = 0
 
 
 def cpu_cores() -> int:
@@ -119,7 +126,14 @@ def local_launcher(run_dir: Path, request: LaunchRequest, threads: int) -> Launc
             request.workers,
             preflight(workers=request.workers),
         )
-    return LocalLauncher(run_dir, request.workers, request.backend, threads, network=network)
+    return LocalLauncher(
+        run_dir,
+        request.workers,
+        request.backend,
+        threads,
+        network=network,
+        max_restarts=request.max_restarts,
+    )
 
 
 def check_network(request: LaunchRequest) -> None:
@@ -135,6 +149,18 @@ def check_network(request: LaunchRequest) -> None:
     if request.workers < 2:
         raise NetworkError("--network needs at least 2 workers: one rank sends nothing to shape")
     preflight(workers=request.workers)
+
+
+def outage_transport(faults: list[Fault]) -> Any:
+    """The uploader's transport under a ``master-down`` fault (None: the default)."""
+    down = [f for f in faults if f.kind == "master-down"]
+    if not down:
+        return None
+    from mlbench.launch.outage import OutageTransport
+
+    after, duration = down[0].after, down[0].duration
+    assert after is not None and duration is not None
+    return OutageTransport(after, duration)
 
 
 def _os_error(exc: OSError) -> str:
@@ -161,6 +187,7 @@ class LaunchSession:
         self.warnings: list[str] = []
         # how the event upload ended (``UploadStatus``), when the run uploads; into result.json
         self.upload: dict[str, Any] | None = None
+        self.faults: list[Fault] = []
 
     # ------------------------------------------------------------------ before anything exists
     def preflight(self) -> tuple[TaskBase, RunConfig]:
@@ -169,6 +196,13 @@ class LaunchSession:
             raise ConfigError(f"--workers must be at least 1, got {r.workers}")
         if r.threads_per_worker is not None and r.threads_per_worker < 1:
             raise ConfigError("--threads-per-worker must be at least 1")
+        self.faults = parse_faults(r.faults)
+        check_faults(self.faults, r.workers, upload=bool(r.upload), engine=r.engine)
+        if r.max_restarts and r.engine != "local":
+            raise ConfigError(
+                f"--max-restarts is supported by the local engine only (not --engine {r.engine})"
+            )
+        check_restarts(r.max_restarts, 1)
         task, cfg = runs.resolve_config(r.task, config_file=r.config_file, overrides=r.overrides)
         if cfg.data.dir and not Path(cfg.data.dir).expanduser().is_dir():
             raise ConfigError(f"data directory {cfg.data.dir} does not exist")
@@ -232,6 +266,10 @@ class LaunchSession:
             self.launch_info["sweep"] = dict(r.sweep)
         if r.network:
             self.launch_info["network"] = r.network
+        if self.faults:
+            self.launch_info[FAULTS_KEY] = [f.to_dict() for f in self.faults]
+        if r.max_restarts:
+            self.launch_info["max_restarts"] = r.max_restarts
         runs.write_launch(run_dir, self.launch_info)
 
     # ------------------------------------------------------------------ the run
@@ -244,11 +282,14 @@ class LaunchSession:
         assert self.run_dir is not None
         r, run_dir = self.request, self.run_dir
         launcher = self.launcher_factory(run_dir, r, self.threads)
-        uploader = None
+        uploader = outage = None
         if r.upload:
             from mlbench.telemetry.uploader import Uploader
 
-            uploader = Uploader(run_dir, run_dir.name, r.upload, r.workers, token=r.upload_token)
+            outage = outage_transport(self.faults)
+            uploader = Uploader(
+                run_dir, run_dir.name, r.upload, r.workers, token=r.upload_token, transport=outage
+            )
             uploader.start()
         try:
             launcher.start()
@@ -256,6 +297,8 @@ class LaunchSession:
         finally:
             if uploader is not None:
                 self.upload = self._end_upload(uploader)
+                if outage is not None:  # the fault's proof that it cut something
+                    self.upload["refused_by_fault"] = outage.refused
                 if not self.upload["complete"] and on_upload_incomplete is not None:
                     on_upload_incomplete(str(self.upload["reason"]))
         return self.finalize(outcome), outcome
@@ -283,6 +326,11 @@ class LaunchSession:
             "threads_per_worker": self.threads,
             "command": self.launch_info.get("command"),
         }
+        if self.request.max_restarts:
+            launcher_facts["max_restarts"] = self.request.max_restarts
+            launcher_facts["engine_restarts"] = sum(
+                1 for x in read_restarts(run_dir) if x.by == "engine"
+            )
         if outcome.state == "finished" and (run_dir / RESULT_FILE).exists():
             result = load_result(run_dir)
         else:

@@ -58,11 +58,14 @@ def _run(args: argparse.Namespace, rank: int) -> int:
 
     from mlbench import runs
     from mlbench.dist import init_from_env, shutdown
+    from mlbench.faults import faults_from_launch
     from mlbench.registry import get_algorithm
     from mlbench.results.summary import write_result
     from mlbench.tasks.base import MeasurementTask, Task
     from mlbench.telemetry.events import EventWriter, events_path
+    from mlbench.telemetry.heartbeat import Heartbeat, heartbeat_interval
     from mlbench.telemetry.resources import ResourceSampler
+    from mlbench.train.faults import injector_for
     from mlbench.train.loop import LoopPosition, train
 
     run_dir: Path = args.run_dir
@@ -94,17 +97,28 @@ def _run(args: argparse.Namespace, rank: int) -> int:
             cuda_index=_cuda_index(dist.device),
         )
         sampler.start()
+        heartbeat = None
+        if cfg.train.hang_timeout:  # what the node agent's hang watchdog reads
+            heartbeat = Heartbeat(
+                run_dir, dist.rank, position, heartbeat_interval(cfg.train.hang_timeout)
+            )
+            heartbeat.start()
         try:
             if isinstance(task, MeasurementTask):  # 0a: its own procedure, no training
                 summary = task.measure(cfg, dist, events, run_dir)
             else:
                 assert isinstance(task, Task)
                 scheme = get_algorithm(cfg.algorithm.name)
-                summary = train(task, cfg, dist, events, run_dir, scheme, position)
+                fault = injector_for(
+                    faults_from_launch(runs.read_launch(run_dir)), dist.rank, run_dir
+                )
+                summary = train(task, cfg, dist, events, run_dir, scheme, position, fault)
         finally:
             # joined, its final sample written, before the file closes and exit_now() skips
             # everything else; a failed run gets its final sample too
             sampler.stop()
+            if heartbeat is not None:
+                heartbeat.stop()
         summaries = dist.all_gather_object(asdict(summary))
     finally:
         events.close()

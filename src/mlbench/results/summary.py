@@ -5,19 +5,26 @@ Aggregation rules (docs/timing.md explains them to users):
 * time-to-target and train/wall times are the **slowest rank's** clocks;
 * per-phase totals are reported per rank and for the slowest rank (by train time);
 * throughput is all ranks' training samples divided by the slowest rank's train time;
-* bytes are summed over ranks (payload bytes handed to collectives).
+* bytes are summed over ranks (payload bytes handed to collectives);
+* ``stragglers`` compares the ranks' compute per step (:func:`stragglers`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
+
+#: a rank computing this many times the median rank's compute per step is flagged a straggler
+STRAGGLER_RATIO = 1.5
+#: the step phases a rank spends on its own (all but communication, where it waits for peers)
+_COMPUTE = ("data", "forward", "backward", "optimizer")
 
 # version → function upgrading a dict of that version to version+1
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -30,6 +37,33 @@ def _max_or_none(values: list[float | None]) -> float | None:
 
 def _ratio(dense: float, sent: float) -> float | None:
     return dense / sent if sent > 0 and dense > 0 else None
+
+
+def stragglers(ranks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The slowest rank's compute per step over the median rank's (None below two ranks).
+
+    Why compute and not step time: in a synchronous scheme every rank's step lasts as long as
+    the slowest one's — the others wait in communication — so step times are alike and only the
+    time a rank spends on its own (data, forward, backward, optimizer) tells the straggler
+    apart. The median is the lower median, so with two ranks the ratio is slow ÷ fast.
+    """
+    per_step = {
+        int(r["rank"]): sum(float(r.get("phases", {}).get(p, 0.0)) for p in _COMPUTE) / r["steps"]
+        for r in ranks
+        if r.get("steps")
+    }
+    if len(per_step) < 2:
+        return None
+    slowest = max(per_step, key=lambda k: per_step[k])
+    median = statistics.median_low(per_step.values())
+    ratio = per_step[slowest] / median if median > 0 else None
+    return {
+        "ratio": ratio,
+        "slowest_rank": slowest,
+        "compute_per_step": {str(k): v for k, v in sorted(per_step.items())},
+        "threshold": STRAGGLER_RATIO,
+        "flagged": ratio is not None and ratio >= STRAGGLER_RATIO,
+    }
 
 
 def aggregate_ranks(ranks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -77,6 +111,7 @@ def aggregate_ranks(ranks: list[dict[str, Any]]) -> dict[str, Any]:
         "skipped_steps": max((r.get("skipped_steps", 0) for r in ranks), default=0),
         "bytes_to_target": sum(r.get("bytes_at_target") or 0 for r in ranks) if reached else None,
         "stop_reason": slowest.get("stop_reason"),
+        "stragglers": stragglers(ranks),
         "final_metrics": ranks[0].get("final_metrics", {}),
         # a measurement task's table (times are already max-reduced over ranks, so rank 0's)
         **({"measurements": ranks[0]["measurements"]} if ranks[0].get("measurements") else {}),

@@ -142,6 +142,14 @@ class TrainConfig:
         help="each worker samples its CPU, memory, network (and GPU) as resource events "
         "every N seconds; 0 disables",
     )
+    hang_timeout: float | None = param(
+        180.0,
+        open=True,
+        minimum=0,
+        help="fail the run when a rank's step count has not moved for N seconds of training "
+        "(set-up, evaluation and checkpoints excluded), naming the stalled rank; below gloo's "
+        "300 s collective timeout. 0 or null disables (docs/faults.md)",
+    )
     checkpoint_every_epochs: int | None = param(
         None,
         open=True,

@@ -41,6 +41,8 @@ from mlbench.train.precision import Precision
 from mlbench.train.timer import STEP_PHASES, PhaseTimer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mlbench.algorithms.base import Algorithm
 
 PROGRESS_SECONDS = 1.0  # the least time between two progress lines on a rank's stdout
@@ -82,8 +84,10 @@ class _Trainer:
         run_dir: Path,
         algorithm: type[Algorithm],
         position: LoopPosition | None = None,
+        fault: Callable[[int, PhaseTimer], None] | None = None,
     ) -> None:
         self.task, self.cfg, self.dist, self.events = task, cfg, dist, events
+        self._fault = fault  # an injected fault (--fault), called after every step
         self.run_dir = run_dir
         self.algorithm_cls = algorithm
         self.position = position if position is not None else LoopPosition()
@@ -238,6 +242,8 @@ class _Trainer:
             i = 0
             while stop is None:
                 last = self._train_step(batches, steps_per_epoch, epoch_index, i)
+                if self._fault is not None:
+                    self._fault(self.step, self.timer)
                 i += 1
                 # the between-steps work, skipped outright in a quiet stretch (see _after_step)
                 if (
@@ -541,6 +547,7 @@ def train(
     run_dir: Path,
     algorithm: type[Algorithm],
     position: LoopPosition | None = None,
+    fault: Callable[[int, PhaseTimer], None] | None = None,
 ) -> RankSummary:
     """Train ``task`` with scheme ``algorithm`` on this rank until a stop rule fires; returns this
     rank's measurements.
@@ -548,6 +555,7 @@ def train(
     ``algorithm`` is the scheme's class, handed over by the composition root (the worker), not
     looked up here; the loop instantiates it after seeding, where its construction has always
     happened (a scheme may draw its seed from torch's). ``position``, when given, is kept at the
-    current step and epoch for other threads.
+    current step and epoch for other threads. ``fault``, when given, is called after every step
+    with the steps done and the phase timer (an injected fault, ``mlbench.train.faults``).
     """
-    return _Trainer(task, cfg, dist, events, run_dir, algorithm, position).run()
+    return _Trainer(task, cfg, dist, events, run_dir, algorithm, position, fault).run()

@@ -146,9 +146,9 @@ function padRange(values) {
 }
 
 /** Stacked horizontal bars: seconds per phase group, one bar per rank. */
-export function phaseFigure(byRank, split) {
+export function phaseFigure(byRank, split, straggler = null) {
   const ranks = Object.keys(byRank).sort((a, b) => Number(a) - Number(b));
-  const labels = ranks.map((r) => `rank ${r}`);
+  const labels = ranks.map((r) => (r === straggler ? `rank ${r} (straggler)` : `rank ${r}`));
   const traces = stackedTraces(labels, ranks.map((r) => byRank[r]), { split, horizontal: true });
   return {
     traces,

@@ -147,6 +147,7 @@ class RunDetail {
       metric: h("div", { class: "chart", dataset: { testid: "chart-metric" } }),
       phases: h("div", { class: "chart bars", dataset: { testid: "chart-phases" } }),
       phaseNote: h("p", { class: "hint" }),
+      straggler: h("p", { class: "reason", role: "note", dataset: { testid: "stragglers" }, hidden: true }),
       resources: h("div", { class: "grid-res", dataset: { testid: "resources" } }),
       resourcesEmpty: h(
         "p",
@@ -241,6 +242,7 @@ class RunDetail {
           h("h2", { id: "h-phases" }, "Where the time went"),
           h("label", { class: "inline", for: "split-compute" }, split, " split compute into forward / backward / optimizer"),
         ),
+        this.el.straggler,
         this.el.phases,
         this.el.phaseNote,
       ),
@@ -507,7 +509,14 @@ class RunDetail {
   }
 
   renderPhases() {
-    const fig = phaseFigure(this.phases || {}, this.split);
+    // result.summary.stragglers: the slowest rank's compute per step against the median rank's
+    const st = this.run.result?.summary?.stragglers;
+    const flagged = st?.flagged ? String(st.slowest_rank) : null;
+    this.el.straggler.hidden = !flagged;
+    this.el.straggler.textContent = flagged
+      ? `Straggler: rank ${flagged} computes ${fmtNumber(st.ratio)}× the median rank's time per step (flagged from ${st.threshold}×; docs/faults.md).`
+      : "";
+    const fig = phaseFigure(this.phases || {}, this.split, flagged);
     this.chart("phases", this.el.phases).update(fig.traces, fig.layout);
     this.el.phaseNote.textContent = TERMINAL.has(this.run.state)
       ? "Seconds each rank spent per phase over the whole run (sum of its phase events). compute = forward + backward + optimizer; communication is exposed communication (see docs/timing.md)."
