@@ -1,12 +1,24 @@
-"""Per-rank summaries rebuilt from event files — for runs that failed before writing a result."""
+"""Per-rank summaries rebuilt from event files — for runs that failed before writing a result.
+
+A resumed run's file holds every attempt (docs/checkpoints.md): the steps a failed attempt did
+after its last checkpoint appear twice, as the lost work and as the redo. Here the last attempt's
+records win: at each ``resume`` marker (value: the checkpoint's step) the earlier records of later
+steps are dropped, and the restarts' recorded cost (``restart_cost``) is added to ``train_time``,
+which is what the loop's own summary reports.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from mlbench.attempts import read_restarts
 from mlbench.telemetry.events import events_path, read_events
+from mlbench.train.checkpoint import attempt_segments, recorded_restart
 from mlbench.train.timer import PHASES
+
+#: the kinds whose records describe steps (dropped when a later attempt redoes the step)
+_PER_STEP = frozenset({"train", "val", "phase", "comm"})
 
 
 def rank_summary_from_events(run_dir: Path, rank: int) -> dict[str, Any] | None:
@@ -23,8 +35,17 @@ def rank_summary_from_events(run_dir: Path, rank: int) -> dict[str, Any] | None:
         "bytes_sent": 0,
         "final_metrics": {},
     }
-    window_time = 0.0
+    kept: list[dict[str, Any]] = []
+    restart_cost = 0.0
     for r in records:
+        if r["kind"] == "event" and r["name"] == "resume":
+            kept = [k for k in kept if k["step"] <= r["step"]]
+        elif r["kind"] == "event" and r["name"] == "restart_cost":
+            restart_cost += r["value"] or 0.0
+        elif r["kind"] in _PER_STEP:
+            kept.append(r)
+    window_time = 0.0
+    for r in kept:
         summary["steps"] = max(summary["steps"], r["step"])
         summary["epochs"] = max(summary["epochs"], r["epoch"])
         value = r["value"] if r["value"] is not None else 0.0
@@ -40,6 +61,15 @@ def rank_summary_from_events(run_dir: Path, rank: int) -> dict[str, Any] | None:
         elif r["kind"] == "val":
             summary["final_metrics"][r["name"]] = r["value"]
     summary["phases"] = phases
+    summary["train_time"] += restart_cost
+    summary["restart_cost"] = restart_cost
+    restarts = read_restarts(run_dir)
+    segments = attempt_segments(records)
+    summary["restarts"] = [
+        recorded_restart(segments[a], restarts[a - 1]).as_dict()
+        for a in sorted(segments)
+        if 1 <= a <= len(restarts)
+    ]
     # the training loop's records span the run; resource samples start before data loading and
     # end after the last record, which is not what wall_time covers
     timed = [r for r in records if r["kind"] != "resource"] or records

@@ -5,7 +5,11 @@ Aggregation rules (docs/timing.md explains them to users):
 * time-to-target and train/wall times are the **slowest rank's** clocks;
 * per-phase totals are reported per rank and for the slowest rank (by train time);
 * throughput is all ranks' training samples divided by the slowest rank's train time;
-* bytes are summed over ranks (payload bytes handed to collectives).
+* bytes are summed over ranks (payload bytes handed to collectives);
+* restarts (``mlbench run --resume``, engine restarts): one entry per restart with the largest
+  lost work and downtime any rank saw, and ``restart_cost_s``, the slowest rank's total — the
+  part of ``train_time`` and ``time_to_target`` the restarts cost (docs/checkpoints.md). Both
+  are absent from results written before checkpoints existed: readers take ``[]`` and 0.
 """
 
 from __future__ import annotations
@@ -30,6 +34,17 @@ def _max_or_none(values: list[float | None]) -> float | None:
 
 def _ratio(dense: float, sent: float) -> float | None:
     return dense / sent if sent > 0 and dense > 0 else None
+
+
+def _restarts(ranks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rank's restart entries merged per attempt: the worst rank's lost work/downtime."""
+    merged: dict[int, dict[str, Any]] = {}
+    for rank in ranks:
+        for entry in rank.get("restarts") or []:
+            have = merged.setdefault(entry["attempt"], dict(entry))
+            for key in ("lost_steps", "lost_train_time_s", "downtime_s"):
+                have[key] = max(have[key], entry[key])
+    return [merged[a] for a in sorted(merged)]
 
 
 def aggregate_ranks(ranks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -77,6 +92,8 @@ def aggregate_ranks(ranks: list[dict[str, Any]]) -> dict[str, Any]:
         "skipped_steps": max((r.get("skipped_steps", 0) for r in ranks), default=0),
         "bytes_to_target": sum(r.get("bytes_at_target") or 0 for r in ranks) if reached else None,
         "stop_reason": slowest.get("stop_reason"),
+        "restarts": _restarts(ranks),
+        "restart_cost_s": max((r.get("restart_cost", 0.0) for r in ranks), default=0.0),
         "final_metrics": ranks[0].get("final_metrics", {}),
         # a measurement task's table (times are already max-reduced over ranks, so rank 0's)
         **({"measurements": ranks[0]["measurements"]} if ranks[0].get("measurements") else {}),
