@@ -41,9 +41,10 @@ A9A = [
     "train.eval_every_steps=5",
     "train.stop_at_goal=false",  # the light goal may fall inside 20 steps: train them all
 ]
-#: cuts (checkpoint step, crash step): inside epoch 2 (steps 9–16), and at its end; the scheme
-#: parametrisations take the one inside (the harder: the loader replays), allreduce both
-A9A_CUTS = [(12, 14), (16, 18)]
+#: cuts (checkpoint step, crash step): inside epoch 2 (steps 9–16), at its end, and a crash
+#: before the first checkpoint (the resume starts over, the clock continues); the scheme
+#: parametrisations take the one inside (the harder: the loader replays), allreduce all three
+A9A_CUTS = [(12, 14), (16, 18), (0, 3)]
 A9A_MID = [(12, 14)]
 
 CIFAR = [
@@ -130,6 +131,8 @@ def _check(out: Path, ranks: list[dict[Any, Any]], cuts: list[tuple[int, int]]) 
             for key in EXACT:
                 assert resumed[key] == full[key], (rank, keep, key, resumed[key], full[key])
             [restart] = resumed["restarts"]
+            if keep == 0:
+                assert resumed["evals"] == full["evals"]
             assert restart["resumed_from_step"] == keep and restart["by"] == "engine"
             assert restart["lost_steps"] == crash - keep
             assert restart["lost_train_time_s"] > 0 and restart["downtime_s"] >= 0

@@ -15,14 +15,15 @@ from mlbench.telemetry.events import read_events
 
 
 def cut_run(src: Path, dst: Path, keep: int, crash: int) -> Path:
-    """A copy of run directory ``src`` at ``dst`` as a crash at step ``crash`` leaves it."""
+    """A copy of run directory ``src`` at ``dst`` as a crash at step ``crash`` leaves it
+    (``keep`` 0: before any checkpoint was written)."""
     shutil.copytree(src, dst)
     (dst / "result.json").unlink(missing_ok=True)
     root = dst / "checkpoints"
     for d in root.iterdir():
         if int(d.name.removeprefix("step-")) > keep:
             shutil.rmtree(d)
-    assert (root / f"step-{keep}" / "complete.json").is_file(), f"no checkpoint at {keep}"
+    assert keep == 0 or (root / f"step-{keep}" / "complete.json").is_file(), keep
     for path in dst.glob("rank-*.jsonl"):
         lines = [ln for ln in path.read_text().splitlines() if json.loads(ln)["step"] <= crash]
         path.write_text("".join(ln + "\n" for ln in lines))

@@ -244,7 +244,9 @@ def _window(step: int, train_time: float, when: float) -> list[dict[str, Any]]:
     ]
 
 
-def _marker(attempt: int, resumed: int, cost: RestartCostLike, when: float) -> list[dict[str, Any]]:
+def _marker(
+    attempt: int, resumed: int, cost: ckpt.RestartCost, when: float
+) -> list[dict[str, Any]]:
     base = {"step": resumed, "epoch": 0.0, "time": when, "kind": "event"}
     values = [
         ("attempt", attempt),
@@ -255,9 +257,6 @@ def _marker(attempt: int, resumed: int, cost: RestartCostLike, when: float) -> l
         ("restart_cost", cost.cost_s),
     ]
     return [{**base, "name": n, "value": v} for n, v in values]
-
-
-RestartCostLike = ckpt.RestartCost
 
 
 def _restart(attempt: int, failed_at: float, by: str = "engine") -> Restart:
