@@ -185,3 +185,27 @@ def test_cifar10_resume_is_exact(real_data: Path, tmp_path: Path) -> None:
         _exact, 2, "cifar10-resnet20", overrides, str(tmp_path), CIFAR_CUTS, timeout=240
     )
     _check(tmp_path, ranks, CIFAR_CUTS)
+
+
+@pytest.mark.world_size(2)
+def test_wikitext2_resume_is_exact(real_data: Path, tmp_path: Path) -> None:
+    """3a: the LSTM's hidden state is carried from window to window (``Task.state_dict``), the
+    window lengths are a function of (seed, epoch), and dropout draws from torch's RNG."""
+    overrides = [
+        f"data.dir={real_data}",
+        "model.embedding_size=8",
+        "model.hidden_size=8",
+        "data.batch_size=4",
+        "data.bptt=10",
+        "data.train_samples=4000",
+        "data.val_samples=400",
+        "train.max_steps=12",
+        "train.eval_every_steps=6",
+        "train.stop_at_goal=false",
+        f"train.checkpoint_every_steps={EVERY}",
+        "train.log_every_steps=1",
+        "train.log_every_seconds=0",
+    ]
+    cuts = [(8, 10)]
+    ranks = run_ranks(_exact, 2, "wikitext2-lstm", overrides, str(tmp_path), cuts, timeout=240)
+    _check(tmp_path, ranks, cuts)

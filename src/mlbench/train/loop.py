@@ -667,9 +667,9 @@ class _Trainer:
             if self.dist.is_main:
                 ckpt.write_clock(self.run_dir, started)
         self.wall_start = now - (now_unix - started)
-        self._window_start = now  # set-up is no window's
         if not resuming:
             self.emit("event", "start", 0)
+        self._window_start = time.perf_counter()  # set-up (and the clock's fsync) is no window's
 
     def _finish_resume(self, state: dict[str, Any] | None, batches: Any, consumed: int) -> int:
         """The resumed attempt's last preparations before its first step: replay the epoch's
