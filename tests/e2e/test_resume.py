@@ -74,6 +74,7 @@ def test_cli_resume_continues_exactly(real_data: Path, tmp_path: Path) -> None:
     proc = mlbench("run", "--resume", str(cut), home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (cut / "config.json").read_bytes() == config_before
+    assert "restarts" in proc.stdout and "(lost work + downtime)" in proc.stdout  # the table
 
     resumed = read_result(cut)
     assert resumed["state"] == "finished"
@@ -103,11 +104,13 @@ def test_cli_resume_continues_exactly(real_data: Path, tmp_path: Path) -> None:
     assert s["train_time"] > s["restart_cost_s"] > 0
 
 
-def _run_dir(tmp_path: Path, *, config: bool, state: str | None) -> Path:
+def _run_dir(tmp_path: Path, *, config: bool, state: str | None, launch: bool = True) -> Path:
     d = tmp_path / "runs" / "some-run"
     d.mkdir(parents=True)
     if config:
         (d / "config.json").write_text("{}\n")
+        if launch:
+            (d / "run.json").write_text('{"workers": 2, "engine": "local"}\n')
     if state is not None:
         (d / "result.json").write_text(json.dumps({"schema_version": 1, "state": state}))
     return d
@@ -119,6 +122,7 @@ def _run_dir(tmp_path: Path, *, config: bool, state: str | None) -> Path:
         (None, [], "is not a run directory"),
         ({"config": False, "state": None}, [], "has no config.json"),
         ({"config": True, "state": "finished"}, [], "already finished"),
+        ({"config": True, "state": None, "launch": False}, [], "not started by `mlbench run`"),
         ({"config": True, "state": "failed"}, ["--set", "optim.lr=1"], "--set cannot be given"),
         ({"config": True, "state": "failed"}, ["--workers", "4"], "--workers cannot be given"),
     ],

@@ -302,6 +302,11 @@ def resume_session(run_dir: Path, *, command: list[str] | None = None) -> Launch
     state = _previous_state(run_dir / RESULT_FILE)
     if state == "finished":
         raise ResumeError(f"run {run_dir.name} already finished; there is nothing to resume")
+    if "workers" not in launch:
+        raise ResumeError(
+            f"{run_dir} has no launch record ({runs.LAUNCH_FILE}): it was not started by "
+            "`mlbench run`; start its ranks again yourself with MLBENCH_RESUME=1"
+        )
     engine = launch.get("engine", "local")
     if engine != "local":
         raise ResumeError(f"run {run_dir.name} ran on engine {engine!r}; only local runs resume")

@@ -40,14 +40,18 @@ def rank_summary_from_events(run_dir: Path, rank: int) -> dict[str, Any] | None:
     for r in records:
         if r["kind"] == "event" and r["name"] == "resume":
             kept = [k for k in kept if k["step"] <= r["step"]]
-        elif r["kind"] == "event" and r["name"] == "restart_cost":
+            # where the run stands: the checkpoint's step, whatever the lost attempt reached
+            summary["steps"], summary["epochs"] = r["step"], r["epoch"]
+            continue
+        # every record's step counts (a failed run's resource samples say how far it got)
+        summary["steps"] = max(summary["steps"], r["step"])
+        summary["epochs"] = max(summary["epochs"], r["epoch"])
+        if r["kind"] == "event" and r["name"] == "restart_cost":
             restart_cost += r["value"] or 0.0
         elif r["kind"] in _PER_STEP:
             kept.append(r)
     window_time = 0.0
     for r in kept:
-        summary["steps"] = max(summary["steps"], r["step"])
-        summary["epochs"] = max(summary["epochs"], r["epoch"])
         value = r["value"] if r["value"] is not None else 0.0
         if r["kind"] == "phase" and r["name"] in phases:
             phases[r["name"]] += value
