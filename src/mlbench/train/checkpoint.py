@@ -158,17 +158,17 @@ def prune(run_dir: Path, keep: int = KEEP) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def load_rank(
-    run_dir: Path, step: int, rank: int, device: torch.device | None = None
-) -> dict[str, Any]:
-    """Rank ``rank``'s state of the checkpoint at ``step``.
+def load_rank(run_dir: Path, step: int, rank: int) -> dict[str, Any]:
+    """Rank ``rank``'s state of the checkpoint at ``step``, on the CPU (each part's
+    ``load_state_dict`` copies into tensors that live where the run keeps them; the task's
+    carried state is moved with :func:`to_device`).
 
     ``weights_only``: a checkpoint is read with torch's restricted unpickler (tensors, numbers,
     strings and containers), so a run directory from elsewhere cannot run code when resumed.
     """
     path = rank_file(run_dir, step, rank)
     try:
-        state = torch.load(path, map_location=device or "cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(
             f"checkpoint {step_dir(run_dir, step)} has no file for rank {rank}: it was written "
@@ -179,6 +179,17 @@ def load_rank(
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an mlbench checkpoint of format {FORMAT}")
     return state
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """``obj`` with every tensor in it (through dicts, lists and tuples) on ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

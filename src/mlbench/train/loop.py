@@ -623,7 +623,7 @@ class _Trainer:
         step = ckpt.latest_complete(self.run_dir)
         if step is None:
             return None
-        state = ckpt.load_rank(self.run_dir, step, self.dist.rank, self.dist.device)
+        state = ckpt.load_rank(self.run_dir, step, self.dist.rank)  # on the CPU, as saved
         ckpt.check_compatible(
             state,
             task=self.task.name,
@@ -686,7 +686,7 @@ class _Trainer:
                         "the resumed epoch: it does not yield what it yielded before"
                     )
         if state is not None:
-            self.task.load_state_dict(state["task_state"])
+            self.task.load_state_dict(ckpt.to_device(state["task_state"], self.dist.device))
             ckpt.set_rng_state(state["rng"], self.dist.device)
         restarts = read_restarts(self.run_dir)
         resumed_from = self.step
