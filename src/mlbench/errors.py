@@ -43,3 +43,17 @@ class RecordError(MlbenchError, ValueError):
     plug-in) is in the traceback; the master would refuse the record's whole upload batch.
     A ``ValueError`` too, which is what the writer raised before it had its own type.
     """
+
+
+class CheckpointError(MlbenchError):
+    """A checkpoint cannot continue this run: it is from another task, another resolved config
+    or another world size (the message names what differs), or its files are unreadable.
+
+    Typed because resuming from the wrong state would not fail loudly — it would train on, and
+    the run's numbers would silently mix two experiments.
+    """
+
+
+class ResumeError(MlbenchError):
+    """``mlbench run --resume RUN_DIR`` cannot continue that directory: not a run, no config,
+    already finished, or launched by an engine that cannot be resumed from here."""

@@ -109,6 +109,15 @@ class LRSchedule:
         if self._plateau is not None and step >= self.warmup_steps:
             self._plateau.step(val_loss)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The plateau rule's counters (best loss, bad evaluations, cooldown); the warm-up is a
+        function of the step and the lr itself lives in the optimizer's param groups."""
+        return {"plateau": self._plateau.state_dict() if self._plateau is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self._plateau is not None and state["plateau"] is not None:
+            self._plateau.load_state_dict(state["plateau"])
+
 
 class AveragingSGD(torch.optim.SGD):
     """Plain SGD that, once :meth:`start_averaging` is called, also keeps the running mean of the
@@ -214,6 +223,14 @@ class NTASGDSchedule:
             return False
         earlier = self.losses[: len(self.losses) - self.nonmono]
         return val_loss > min(earlier)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The trigger's memory: the validation losses seen and when averaging started."""
+        return {"losses": list(self.losses), "switched_at": self.switched_at}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.losses = [float(v) for v in state["losses"]]
+        self.switched_at = None if state["switched_at"] is None else int(state["switched_at"])
 
     def on_eval(self, val_loss: float, step: int) -> None:
         if self.switched_at is not None:

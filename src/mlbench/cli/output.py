@@ -150,6 +150,12 @@ def print_summary(result: dict[str, Any], run_dir: Path, console: Console | None
     table.add_row("train time", _fmt_s(s.get("train_time")))
     table.add_row("wall time", _fmt_s(s.get("wall_time")))
     table.add_row("stop reason", str(s.get("stop_reason") or "—"))
+    if s.get("restarts"):  # the clock ran on through them: their cost is in the times above
+        table.add_row(
+            "restarts",
+            f"{len(s['restarts'])}, costing {_fmt_s(s.get('restart_cost_s'))} "
+            "(lost work + downtime)",
+        )
     table.add_row("steps / epochs", f"{s.get('steps')} / {(s.get('epochs') or 0):.2f}")
     if s.get("throughput"):
         unit = s.get("throughput_unit", "samples/s")

@@ -27,10 +27,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run a benchmark task on N local worker processes until its goal, "
         "max epochs/steps or the time limit.",
     )
-    p.add_argument("task", help="task name (see `mlbench tasks`)")
+    p.add_argument("task", nargs="?", help="task name (see `mlbench tasks`)")
     p.add_argument("--workers", "-n", type=int, default=1, help="number of worker processes")
     p.add_argument("--algorithm", help="communication scheme (sets algorithm.name)")
     p.add_argument("--run-id", help="use this run id (the master's executor sets it)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a stopped, failed or cancelled local run in place from its latest "
+        "checkpoint, with its own config and launch settings (docs/checkpoints.md)",
+    )
     add_run_options(p)
     p.set_defaults(func=run)
 
@@ -172,6 +178,10 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        return _resume(args)
+    if args.task is None:
+        raise ConfigError("name a task (see `mlbench tasks`), or --resume RUN_DIR")
     if args.master:
         from mlbench.cli.client import submit
 
@@ -203,6 +213,55 @@ def check_local_only(args: argparse.Namespace) -> None:
     """--fault and --max-restarts act in this process's engine: a master's runs get neither."""
     if args.faults or args.max_restarts:
         raise ConfigError("--fault and --max-restarts are not sent to a master; run here")
+
+
+#: options that would change what a resumed run is: it continues as it was launched
+_FIXED_ON_RESUME = (
+    ("TASK", "task"),
+    ("--workers", "workers"),
+    ("--algorithm", "algorithm"),
+    ("--run-id", "run_id"),
+    ("--goal", "goal"),
+    ("--data-dir", "data_dir"),
+    ("--config", "config"),
+    ("--set", "overrides"),
+    ("--time-limit", "time_limit"),
+    ("--threads-per-worker", "threads_per_worker"),
+    ("--runs-dir", "runs_dir"),
+    ("--master", "master"),
+    ("--nodes", "nodes"),
+    ("--nproc-per-node", "nproc_per_node"),
+    ("--partition", "partition"),
+    ("--time", "time"),
+)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """``mlbench run --resume RUN_DIR``: the run's own config and launch settings, nothing
+    else — an option that would change them is refused rather than ignored."""
+    from mlbench.errors import ResumeError
+    from mlbench.launch.session import resume_session
+
+    defaults = {"workers": 1, "overrides": []}
+    given = [
+        flag
+        for flag, name in _FIXED_ON_RESUME
+        if getattr(args, name, None) not in (None, defaults.get(name))
+    ]
+    if args.backend != "auto":
+        given.append("--backend")
+    if args.engine != "local" or args.dry_run:
+        given.append("--engine/--dry-run")
+    if given:
+        raise ResumeError(
+            f"--resume continues a run as it was launched; {', '.join(given)} cannot be given"
+        )
+    session = resume_session(Path(args.resume))
+    assert session.task is not None and session.run_dir is not None
+    session.request.upload = args.upload
+    session.request.upload_token = os.environ.get("MLBENCH_UPLOAD_TOKEN")
+    args.workers = session.request.workers  # for the banner
+    return _execute(session, session.run_dir, session.task.target.metric, args)
 
 
 def make_session(

@@ -26,7 +26,7 @@ from typing import Any
 
 from mlbench import runs
 from mlbench.attempts import read_restarts
-from mlbench.errors import ConfigError, RunDirError
+from mlbench.errors import ConfigError, ResumeError, RunDirError
 from mlbench.faults import FAULTS_KEY, Fault, check_faults, parse_faults
 from mlbench.launch.base import Launcher, Outcome, wait
 from mlbench.launch.node import check_restarts
@@ -63,6 +63,8 @@ class LaunchRequest:
     faults: list[str] = field(default_factory=list)
     #: restarts of every rank after a failure (local engine only; 0: fail fast)
     max_restarts: int = 0
+    #: extra environment for every rank (``MLBENCH_RESUME=1`` when a run is resumed)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 def cpu_cores() -> int:
@@ -133,6 +135,7 @@ def local_launcher(run_dir: Path, request: LaunchRequest, threads: int) -> Launc
         threads,
         network=network,
         max_restarts=request.max_restarts,
+        extra_env=request.extra_env,
     )
 
 
@@ -359,3 +362,82 @@ class LaunchSession:
             result["network"] = record(parse_spec(self.request.network), read_probe(run_dir))
         write_result(run_dir, result)
         return result
+
+
+def resume_session(run_dir: Path, *, command: list[str] | None = None) -> LaunchSession:
+    """The session that continues a stopped, failed or cancelled run in place (``mlbench run
+    --resume``): its config.json and launch request (run.json) as they were, a ``Restart`` by
+    the user appended to ``attempts.jsonl``, and ``MLBENCH_RESUME=1`` for every rank, which
+    continue from the run's latest complete checkpoint (docs/checkpoints.md).
+
+    Refused with one line (:class:`~mlbench.errors.ResumeError`): not a directory, no config,
+    a run that finished, or one another engine ran (its ranks are not this machine's to start).
+    """
+    from mlbench.attempts import RESUME_ENV, record_restart
+    from mlbench.results.summary import RESULT_FILE
+
+    run_dir = Path(run_dir).expanduser().resolve()
+    if not run_dir.is_dir():
+        raise ResumeError(f"{run_dir} is not a run directory")
+    if not (run_dir / runs.CONFIG_FILE).is_file():
+        raise ResumeError(f"{run_dir} has no {runs.CONFIG_FILE}: nothing to resume")
+    launch = runs.read_launch(run_dir)
+    state = _previous_state(run_dir / RESULT_FILE)
+    if state == "finished":
+        raise ResumeError(f"run {run_dir.name} already finished; there is nothing to resume")
+    if "workers" not in launch:
+        raise ResumeError(
+            f"{run_dir} has no launch record ({runs.LAUNCH_FILE}): it was not started by "
+            "`mlbench run`; start its ranks again yourself with MLBENCH_RESUME=1"
+        )
+    engine = launch.get("engine", "local")
+    if engine != "local":
+        raise ResumeError(f"run {run_dir.name} ran on engine {engine!r}; only local runs resume")
+    task, cfg = runs.load_run_config(run_dir)
+    session = LaunchSession(
+        LaunchRequest(
+            task=str(launch.get("task_ref") or cfg.task),
+            workers=int(launch.get("workers", 1)),
+            backend=str(launch.get("backend_requested", "auto")),
+            threads_per_worker=launch.get("threads_per_worker"),
+            runs_dir=run_dir.parent,
+            run_id=run_dir.name,
+            engine="local",
+            command=command if command is not None else list(sys.argv),
+            extra_env={RESUME_ENV: "1"},
+            # the run's network and restart budget as launched; its faults fired in the first
+            # attempt only (docs/faults.md), so they are recorded, not re-armed
+            network=launch.get("network"),
+            max_restarts=int(launch.get("max_restarts", 0)),
+        )
+    )
+    session.task, session.cfg, session.run_dir = task, cfg, run_dir
+    session.threads = int(launch.get("threads_per_worker") or 1)
+    session.launch_info = dict(launch, command=session.request.command)
+    record_restart(run_dir, "resumed by user", failed_at=_ended_at(run_dir), by="user")
+    return session
+
+
+def _previous_state(path: Path) -> str | None:
+    import json
+
+    try:
+        return str(json.loads(path.read_text()).get("state"))
+    except (FileNotFoundError, ValueError):
+        return None  # the launcher itself died: no result, the run did not finish
+
+
+def _ended_at(run_dir: Path) -> float:
+    """When the previous attempt ended: its last event on any rank (the last sign of work),
+    else result.json's time, else now."""
+    from mlbench.telemetry.events import read_events
+
+    last = [
+        records[-1]["time"]
+        for path in sorted(run_dir.glob("rank-*.jsonl"))
+        if (records := read_events(path))
+    ]
+    if last:
+        return float(max(last))
+    result = run_dir / "result.json"
+    return result.stat().st_mtime if result.exists() else time.time()

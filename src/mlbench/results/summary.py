@@ -7,6 +7,10 @@ Aggregation rules (docs/timing.md explains them to users):
 * throughput is all ranks' training samples divided by the slowest rank's train time;
 * bytes are summed over ranks (payload bytes handed to collectives);
 * ``stragglers`` compares the ranks' compute per step (:func:`stragglers`).
+* restarts (``mlbench run --resume``, engine restarts): one entry per restart with the largest
+  lost work and downtime any rank saw, and ``restart_cost_s``, the slowest rank's total — the
+  part of ``train_time`` and ``time_to_target`` the restarts cost (docs/checkpoints.md). Both
+  are absent from results written before checkpoints existed: readers take ``[]`` and 0.
 """
 
 from __future__ import annotations
@@ -66,6 +70,17 @@ def stragglers(ranks: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def _restarts(ranks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rank's restart entries merged per attempt: the worst rank's lost work/downtime."""
+    merged: dict[int, dict[str, Any]] = {}
+    for rank in ranks:
+        for entry in rank.get("restarts") or []:
+            have = merged.setdefault(entry["attempt"], dict(entry))
+            for key in ("lost_steps", "lost_train_time_s", "downtime_s"):
+                have[key] = max(have[key], entry[key])
+    return [merged[a] for a in sorted(merged)]
+
+
 def aggregate_ranks(ranks: list[dict[str, Any]]) -> dict[str, Any]:
     """Run-level numbers from per-rank summaries."""
     if not ranks:
@@ -112,6 +127,8 @@ def aggregate_ranks(ranks: list[dict[str, Any]]) -> dict[str, Any]:
         "bytes_to_target": sum(r.get("bytes_at_target") or 0 for r in ranks) if reached else None,
         "stop_reason": slowest.get("stop_reason"),
         "stragglers": stragglers(ranks),
+        "restarts": _restarts(ranks),
+        "restart_cost_s": max((r.get("restart_cost", 0.0) for r in ranks), default=0.0),
         "final_metrics": ranks[0].get("final_metrics", {}),
         # a measurement task's table (times are already max-reduced over ranks, so rank 0's)
         **({"measurements": ranks[0]["measurements"]} if ranks[0].get("measurements") else {}),

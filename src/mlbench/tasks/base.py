@@ -155,7 +155,15 @@ class TrainConfig:
         open=True,
         minimum=1,
         maximum=EPOCHS_MAX,
-        help="rank 0 saves model+optimizer every N epochs",
+        help="every rank saves everything an exact resume needs at the end of every N-th "
+        "epoch (docs/checkpoints.md)",
+    )
+    checkpoint_every_steps: int | None = param(
+        None,
+        open=True,
+        minimum=1,
+        maximum=STEPS_MAX,
+        help="... and every N optimizer steps (mid-epoch resumes are exact too)",
     )
     precision: Literal["fp32", "fp16", "bf16"] = param(
         "fp32",
@@ -414,6 +422,15 @@ class Task(TaskBase):
 
     def start_epoch(self, epoch: int) -> None:
         """Before epoch ``epoch`` (0-based) starts: reset carried state. Default: nothing."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """State this task carries from one step to the next (an LSTM's hidden state), for a
+        checkpoint. Default: none. Loaded by :meth:`load_state_dict` after :meth:`start_epoch`
+        of the epoch the run resumes in, just before its next step."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         return None
 
     def eval_context(

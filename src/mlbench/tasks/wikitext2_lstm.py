@@ -280,6 +280,15 @@ class WikiText2LSTM(Task):
         """Every column starts the epoch from a zero state, as the reference does."""
         self._hidden = None
 
+    def state_dict(self) -> dict[str, Any]:
+        """The carried LSTM state (per rank): a resume inside an epoch continues every column
+        from it, as the uninterrupted run does (None at an epoch's start)."""
+        return {"hidden": None if self._hidden is None else [list(h) for h in self._hidden]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        hidden = state["hidden"]
+        self._hidden = None if hidden is None else [(h[0], h[1]) for h in hidden]
+
     def train_forward(self, model: torch.nn.Module, batch: Any) -> StepOut:
         """One window: the carried state in, the new state kept (detached: truncated BPTT), loss =
         mean cross-entropy over the window's targets + AR + TAR; the lr is scaled by the window's

@@ -39,5 +39,9 @@ class RankSummary:
     final_metrics: dict[str, float] = field(default_factory=dict)
     evals: int = 0
     lr: float = 0.0
+    # restarts of the run (``train/checkpoint.py``'s RestartCost dicts) and their summed cost,
+    # which train_time and time_to_target include (docs/checkpoints.md)
+    restarts: list[dict[str, Any]] = field(default_factory=list)
+    restart_cost: float = 0.0
     # a measurement task's table (task 0a: one row per collective × dtype × size)
     measurements: list[dict[str, Any]] = field(default_factory=list)

@@ -72,6 +72,19 @@ class Precision:
         flag = torch.tensor([overflow], device=self.device)
         return bool(self.dist.all_reduce_max(flag).item() > 0)
 
+    def state_dict(self) -> dict[str, float | int]:
+        """The dynamic loss scaler's state (a checkpoint carries it)."""
+        return {
+            "scale": self.scale,
+            "clean_steps": self.clean_steps,
+            "skipped_steps": self.skipped_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, float | int]) -> None:
+        self.scale = float(state["scale"])
+        self.clean_steps = int(state["clean_steps"])
+        self.skipped_steps = int(state["skipped_steps"])
+
     def update(self, skipped: bool) -> None:
         if self.mode != "fp16":
             return

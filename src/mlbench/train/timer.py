@@ -115,6 +115,14 @@ class PhaseTimer:
         self.window_step_time += elapsed
         return elapsed
 
+    def restore(self, train_time: float, totals: dict[str, float]) -> None:
+        """Continue from a checkpoint's clocks: the summed step time and the per-phase totals
+        (the current window starts empty, as it does after a checkpoint's flush)."""
+        self.train_time = train_time
+        self._taken = {name: float(totals.get(name, 0.0)) for name in PHASES}
+        self.window = dict.fromkeys(PHASES, 0.0)
+        self.window_step_time = 0.0
+
     def take_window(self) -> tuple[dict[str, float], float]:
         """Phase times and summed step time since the last call, then reset the window."""
         window, step_time = self.window, self.window_step_time
