@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from mlbench.attempts import read_restarts
+from tests.support.resume import losses_by_step
 
 from .helpers import cli_env, leftover_workers, mlbench, only_run_dir, read_result
 
@@ -131,6 +132,50 @@ def test_restart_after_an_injected_kill_with_the_time_accounted(
     assert launcher["wall_time_total"] <= end - start
     assert result["official"] is False
     assert not leftover_workers(run_dir)
+
+
+def test_an_engine_restart_resumes_from_the_checkpoint_exactly(
+    real_data: Path, tmp_path: Path
+) -> None:
+    """Kill rank 1 after step 30 with a checkpoint every 20 steps and one restart allowed: the
+    engine restarts both ranks, they continue from step 20, and the run ends with the same
+    per-step losses (bitwise) and final metrics as the same run without the fault. The cost of
+    the failure is in the result: the 10 lost steps' train time plus the downtime."""
+    common = (
+        *("--set", "train.checkpoint_every_steps=20", "--set", "train.max_steps=60"),
+        *("--set", "train.log_every_steps=1", "--set", "train.log_every_seconds=0"),
+    )
+    clean = _run_2a(real_data, tmp_path / "clean", *common, home=tmp_path)
+    assert clean.returncode == 0, clean.stderr
+    runs = tmp_path / "runs"
+    proc = _run_2a(
+        real_data,
+        runs,
+        *common,
+        "--fault",
+        "kill:rank=1,step=30",
+        "--max-restarts",
+        "1",
+        home=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    run_dir, clean_dir = only_run_dir(runs), only_run_dir(tmp_path / "clean")
+    result, reference = read_result(run_dir), read_result(clean_dir)
+    assert result["state"] == "finished" and result["summary"]["steps"] == 60
+    for rank in (0, 1):
+        assert losses_by_step(run_dir, rank) == losses_by_step(clean_dir, rank)
+    assert result["summary"]["final_metrics"] == reference["summary"]["final_metrics"]
+    (restart,) = read_restarts(run_dir)
+    assert restart.by == "engine" and "kill:rank=1,step=30" in restart.reason
+    (entry,) = result["summary"]["restarts"]
+    assert entry["by"] == "engine" and entry["resumed_from_step"] == 20
+    assert entry["lost_steps"] == 10  # steps 21..30 ran, were logged, and were lost
+    assert entry["lost_train_time_s"] > 0 and entry["downtime_s"] > 0
+    cost = result["summary"]["restart_cost_s"]
+    assert cost == pytest.approx(entry["lost_train_time_s"] + entry["downtime_s"], rel=0.5)
+    # the clock never paused: train time includes the cost, wall time spans both attempts
+    assert result["summary"]["train_time"] > cost > 0
+    assert result["summary"]["wall_time"] > restart.restarted_at - restart.failed_at
 
 
 def test_restarts_spent_fail_with_the_last_root_cause(real_data: Path, tmp_path: Path) -> None:
