@@ -46,9 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from mlbench.algorithms.base import Algorithm
-from mlbench.algorithms.flat import flatten_grads, grad_params, write_grads
-from mlbench.algorithms.snapshot import cpu_copy, restore
+from mlbench.algorithms.flat import FlatMemoryScheme, flatten_grads, grad_params, write_grads
 from mlbench.config import SchemeConfig, param
 from mlbench.errors import ConfigError
 
@@ -90,16 +88,14 @@ def unpack_signs(packed: torch.Tensor, d: int, dtype: torch.dtype = torch.float3
     return bits.reshape(-1)[:d].to(dtype) * 2 - 1
 
 
-class SignSGD(Algorithm):
+class SignSGD(FlatMemoryScheme):
     name = "signsgd"
     config_cls = SignConfig
     cfg: SignConfig
 
     def __init__(self, cfg: SignConfig, dist_ctx: DistContext) -> None:
         super().__init__(cfg, dist_ctx)
-        self.d = 0
-        self.memory: torch.Tensor | None = None  # e, for "ef" with error_feedback
-        self._device = torch.device("cpu")  # the parameters' (where the memory lives)
+        # self.memory: e, for "ef" with error_feedback
 
     @classmethod
     def check_config(cls, cfg: SignConfig, world_size: int) -> None:
@@ -123,21 +119,6 @@ class SignSGD(Algorithm):
         if d != self.d:
             self.d = d
             self.memory = None
-
-    def setup(self, model: torch.nn.Module) -> None:
-        super().setup(model)
-        params = grad_params(model)
-        if params:
-            self._device = params[0].device
-        self._prepare(params)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "memory": cpu_copy(self.memory)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        memory = state["memory"]
-        self.memory = None if memory is None else restore(memory, (self.d,), "memory", self._device)
 
     @torch.no_grad()
     def reduce_gradients(self, model: torch.nn.Module) -> None:

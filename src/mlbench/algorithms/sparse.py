@@ -53,9 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mlbench.algorithms.base import Algorithm
-from mlbench.algorithms.flat import flatten_grads, grad_params, write_grads
-from mlbench.algorithms.snapshot import cpu_copy, restore
+from mlbench.algorithms.flat import FlatMemoryScheme, flatten_grads, grad_params, write_grads
 from mlbench.config import SchemeConfig, param
 from mlbench.errors import ConfigError
 
@@ -90,7 +88,7 @@ def derive_seed(tag: str, seed: int, rank: int) -> int:
 
 
 # ---------------------------------------------------------------------- schemes
-class _Sparsified(Algorithm):
+class _Sparsified(FlatMemoryScheme):
     """Shared machinery: flatten, error feedback, gather (values, indices), average, write back."""
 
     config_cls = SparseConfig
@@ -98,10 +96,7 @@ class _Sparsified(Algorithm):
 
     def __init__(self, cfg: SparseConfig, dist_ctx: DistContext) -> None:
         super().__init__(cfg, dist_ctx)
-        self.d = 0
         self.k = 0
-        self.memory: torch.Tensor | None = None
-        self._device = torch.device("cpu")  # the parameters' (where the memory lives)
         #: indices this rank selected in the last step (int64), for inspection and tests
         self.last_indices: torch.Tensor | None = None
 
@@ -127,21 +122,6 @@ class _Sparsified(Algorithm):
             self.d = d
             self.k = num_selected(self.cfg.fraction, d) if d else 0
             self.memory = None
-
-    def setup(self, model: torch.nn.Module) -> None:
-        super().setup(model)
-        params = grad_params(model)
-        if params:
-            self._device = params[0].device
-        self._prepare(params)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "memory": cpu_copy(self.memory)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        memory = state["memory"]
-        self.memory = None if memory is None else restore(memory, (self.d,), "memory", self._device)
 
     def select(self, p: torch.Tensor) -> torch.Tensor:
         """Indices (int64, on ``p``'s device) of the ``self.k`` entries of ``p`` to send."""
