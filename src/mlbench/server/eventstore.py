@@ -62,6 +62,7 @@ _PG_STAGE = (
     + ") ON COMMIT DELETE ROWS"
 )
 _PG_COPY = f"COPY events_in ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_PG_LOCK_RUN = "SELECT 1 FROM runs WHERE id = %s FOR KEY SHARE"
 _PG_MOVE = (
     f"INSERT INTO events ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM events_in "
     "ON CONFLICT (run_id, rank, seq) DO NOTHING"
@@ -76,8 +77,8 @@ _SQLITE_WRITER = threading.Lock()
 
 
 def insert_events(s: Session, engine: Engine, rows: Sequence[tuple[Any, ...]]) -> int:
-    """Insert what is new of ``rows`` (tuples in COLUMNS order) and commit; returns how many
-    were new.
+    """Insert what is new of ``rows`` (tuples in COLUMNS order, all of one run) and commit;
+    returns how many were new. Raises RunGone if the run was deleted meanwhile.
 
     SQLite has one writer at a time, and a writer that finds the file locked waits in SQLite's
     busy handler, which sleeps with back-off up to 100 ms between looks: under 32 uploaders
@@ -111,11 +112,25 @@ def prepare_postgres(dbapi: Any) -> None:
     dbapi.commit()
 
 
+class RunGone(LookupError):
+    """The run was deleted while its events were being ingested."""
+
+
 def _pg_copy_insert(s: Session, rows: Sequence[tuple[Any, ...]]) -> int:
-    """COPY ``rows`` into the staging table, move the new ones into events; runs in the
-    session's transaction (the caller commits, which also empties the staging table)."""
+    """COPY ``rows`` (all of one run) into the staging table, move the new ones into events;
+    runs in the session's transaction (the caller commits, which also empties the staging
+    table).
+
+    The events table has no foreign key on PostgreSQL (migration 0008: its per-row trigger was
+    half the insert's time), so the run is locked here once, as the trigger did per row: a
+    concurrent delete waits for this commit, or has already removed the run (RunGone)."""
+    run_id = rows[0][0]
+    assert all(r[0] == run_id for r in rows), "one batch holds one run's events"
     dbapi = cast("psycopg.Connection[Any]", s.connection().connection.dbapi_connection)
     with dbapi.cursor() as cur:
+        cur.execute(_PG_LOCK_RUN, (run_id,))
+        if cur.fetchone() is None:
+            raise RunGone(run_id)
         with cur.copy(_PG_COPY) as copy:
             copy.set_types(_PG_TYPES)
             for row in rows:
