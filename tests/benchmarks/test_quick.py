@@ -21,6 +21,7 @@ SCRIPTS = {
     "data_pipeline.py": True,
     "ingest.py": False,
     "master_abuse.py": False,
+    "soak.py": False,  # 8 workers at 10 Hz for 5 s against a real master: ~10 s
     "slurm_startup.py": True,  # starts its own real Slurm (root, slurm-wlm, munge): ~30 s
     "fault_costs.py": True,  # three 2a runs, two of them restarted once: ~40 s
 }

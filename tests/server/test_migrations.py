@@ -190,3 +190,19 @@ def test_0007_adds_the_sweep_id_and_downgrades(engine: Engine) -> None:
     with engine.connect() as conn:  # the run itself survives the column's removal
         assert conn.execute(text("SELECT id FROM runs")).scalars().all() == ["lone"]
     db.upgrade(engine)
+
+
+def test_0008_drops_the_events_foreign_key_on_postgresql_only(engine: Engine) -> None:
+    """PostgreSQL's per-row foreign-key trigger was half the ingest's insert time; the ingest
+    locks the run once per batch instead. SQLite keeps the constraint (an in-process lookup)."""
+    db.upgrade(engine, "0007")
+
+    def keys() -> list[list[str]]:
+        return [fk["referred_columns"] for fk in inspect(engine).get_foreign_keys("events")]
+
+    assert keys() == [["id"]]
+    db.upgrade(engine)
+    assert keys() == ([] if engine.dialect.name == "postgresql" else [["id"]])
+    db.downgrade(engine, "0007")
+    assert keys() == [["id"]]
+    db.upgrade(engine)

@@ -46,6 +46,11 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
+    if engine.dialect.name == "postgresql":
+        from mlbench.server.eventstore import prepare_postgres
+
+        # the ingest's staging table (mlbench.server.eventstore), one per connection
+        event.listen(engine, "connect", lambda conn, _record: prepare_postgres(conn))
     return engine
 
 

@@ -353,6 +353,10 @@ def delete_run(s: Session, run: Run) -> None:
     """Delete a run and its events; refused while its executor may still be running it."""
     if run.state == RunState.RUNNING or run.active:
         raise RunBusy(f"run {run.id} is running; cancel it first")
+    # the run row first (FOR UPDATE; SQLite ignores it and serialises writers anyway): an
+    # ingest holding it commits first, so its events are deleted below; one arriving later
+    # finds no run. PostgreSQL's events have no foreign key to do this (migration 0008).
+    s.execute(select(Run.id).where(Run.id == run.id).with_for_update())
     s.execute(delete(Event).where(Event.run_id == run.id))
     s.delete(run)
     s.commit()

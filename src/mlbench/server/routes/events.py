@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from mlbench import limits
 from mlbench.server.deps import Caller, Reader, RunId, SessionDep, State, get_run
-from mlbench.server.eventstore import insert_events, series_points
+from mlbench.server.eventstore import RunGone, insert_events, series_points
 from mlbench.server.models import Event, Run
 from mlbench.server.schemas import (
     EVENT_BATCH,
@@ -126,7 +126,10 @@ def ingest(
         )
     if not rows:
         return IngestOut(received=0, inserted=0)
-    inserted = insert_events(s, state.engine, rows)  # commits
+    try:
+        inserted = insert_events(s, state.engine, rows)  # commits
+    except RunGone:
+        raise HTTPException(404, detail=f"run {run_id!r} not found") from None
     return IngestOut(received=len(rows), inserted=inserted)
 
 
