@@ -29,7 +29,8 @@ SCRIPTS = {
 
 def test_every_script_is_covered() -> None:
     found = {p.name for p in (REPO / "benchmarks").glob("*.py")}
-    assert found - {"common.py", "algorithms_table.py"} == set(SCRIPTS)
+    # the table scripts read results a run or sweep left; they measure nothing themselves
+    assert found - {"common.py", "algorithms_table.py", "network_table.py"} == set(SCRIPTS)
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
