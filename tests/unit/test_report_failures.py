@@ -15,7 +15,6 @@ from mlbench.report import figures
 from mlbench.report.failures import failure_costs
 from mlbench.report.html import _failures_table
 from mlbench.report.load import Run, group
-from mlbench.results import stats
 
 KILL = "kill:rank=1,step=150"
 
@@ -112,14 +111,6 @@ def test_a_missing_twin_falls_back_to_the_run_without_checkpoints_and_says_so() 
 
 def test_no_fault_no_rows() -> None:
     assert failure_costs(group([_run(0, "allreduce", None, 0.3)])) == []
-
-
-def test_difference_of_medians_and_its_interval() -> None:
-    value, interval, notes = stats.difference([1.0, 2.0, 3.0], [11.0, 12.0, 13.0])
-    assert value == 10.0 and not notes
-    assert interval is not None and 8.0 <= interval.low <= 10.0 <= interval.high <= 12.0
-    assert stats.difference([1.0, None], [2.0, 3.0])[:2] == (1.5, None)  # too few for interval
-    assert stats.difference([None], [2.0])[0] is None
 
 
 def test_figure_and_table_show_the_cost(tmp_path: Path) -> None:

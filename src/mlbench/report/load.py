@@ -225,8 +225,16 @@ def _label(configs: list[Configuration]) -> None:
     )
     for c in configs:
         parts = [f"{c.workers} worker{'s' if c.workers != 1 else ''}"]
-        parts += [f"{k}={c.config.get(k)}" for k in differing]
+        parts += [f"{k}={_shown(c.config, k)}" for k in differing]
         c.label = " · ".join(parts)
+
+
+def _shown(config: dict[str, Any], key: str) -> Any:
+    """A label's value; an entry only some runs have (their faults, their network) reads
+    ``none`` in the others."""
+    if key in (FAULTS, "network") and key not in config:
+        return "none"
+    return config.get(key)
 
 
 def series_label(config: Configuration, configs: Sequence[Configuration]) -> str:
@@ -234,4 +242,4 @@ def series_label(config: Configuration, configs: Sequence[Configuration]) -> str
     differing = sorted(
         {k for c in configs for k in c.config if len({repr(d.config.get(k)) for d in configs}) > 1}
     )
-    return " · ".join(f"{k}={config.config.get(k)}" for k in differing) or config.algorithm
+    return " · ".join(f"{k}={_shown(config.config, k)}" for k in differing) or config.algorithm
