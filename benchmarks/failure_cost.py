@@ -67,6 +67,10 @@ def _cost(m: dict[str, Any]) -> str:
     return f"{m['cost']:+.2f}" + (f" [{iv['low']:+.2f}, {iv['high']:+.2f}]" if iv else "")
 
 
+def _median(spread: dict[str, Any], form: str) -> str:
+    return format(spread["median"], form) if spread["median"] is not None else "—"
+
+
 def rows_of(failures: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for r in failures:
@@ -82,6 +86,9 @@ def rows_of(failures: list[dict[str, Any]]) -> list[list[str]]:
                 _cell(r["wall_time_to_target"]["with"]),
                 _cost(r["wall_time_to_target"]),
                 f"{rc['median']:.2f} ({rc['min']:.2f}–{rc['max']:.2f})" if rc["n"] else "—",
+                _median(r["lost_train_time_s"], ".2f"),
+                _median(r["downtime_s"], ".2f"),
+                _median(r["resumed_from_step"], ".0f"),
             ]
         )
     return rows
@@ -95,6 +102,7 @@ def main() -> int:
     p.add_argument("--kill-step", type=int, default=150)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--from", dest="source", help="a sweep directory to tabulate (runs nothing)")
+    p.add_argument("--work", help="keep the sweep and its runs here (default: a temporary dir)")
     p.add_argument("--out", help="keep the report here (default: a temporary directory)")
     p.add_argument("--figure", help="copy failure_cost.png here (e.g. docs/img/...)")
     p.add_argument("--no-record", action="store_true", help="don't append to RESULTS.md")
@@ -102,7 +110,8 @@ def main() -> int:
     args.data_dir = str(Path(args.data_dir).expanduser().resolve())
     with tempfile.TemporaryDirectory() as tmp:
         started = time.monotonic()
-        sweep = Path(args.source) if args.source else _sweep(args, Path(tmp))
+        work = Path(args.work).resolve() if args.work else Path(tmp)
+        sweep = Path(args.source) if args.source else _sweep(args, work)
         elapsed = time.monotonic() - started
         out = Path(args.out) if args.out else Path(tmp) / "report"
         build_report([sweep], out)
@@ -122,6 +131,9 @@ def main() -> int:
         "with the kill (s)",
         "cost (s) [95 % interval]",
         "restart_cost_s",
+        "lost train s",
+        "downtime s",
+        "resumed from step",
     ]
     n = max(r["time_to_target"]["with"]["n"] for r in failures)
     body = table(head, rows_of(failures))
@@ -130,7 +142,7 @@ def main() -> int:
         "of each configuration, over the runs that reached the target."
     )
     if not args.source:
-        body += f" Sweep + report: {elapsed:.0f} s wall."
+        body += f" The sweep took {elapsed:.0f} s wall."
     return finish("The cost of a failure per scheme and checkpoint interval", body, args.no_record)
 
 

@@ -33,7 +33,17 @@ def _run(
         "time_to_target": ttt,
         "wall_time_to_target": None if ttt is None else ttt + 0.1,
         "restart_cost_s": restart_cost,
-        "restarts": [{"attempt": 1, "by": "engine"}] if fault else [],
+        "restarts": [
+            {
+                "attempt": 1,
+                "by": "engine",
+                "resumed_from_step": 140 if every == 20 else 0,
+                "lost_train_time_s": 0.25,
+                "downtime_s": restart_cost - 0.25,
+            }
+        ]
+        if fault
+        else [],
     }
     result: dict[str, Any] = {
         "task": "epsilon-logreg",
@@ -91,6 +101,10 @@ def test_fault_runs_are_their_own_configurations_paired_with_their_twins() -> No
     assert iv is not None and 4.3 - 0.5 <= iv["low"] <= 4.2 <= iv["high"] <= 5.1 - 0.3
     assert every20["restart_cost_s"] == {"n": 3, "median": 4.1, "min": 3.9, "max": 4.6}
     assert every20["restarts"]["median"] == 1
+    assert every20["lost_train_time_s"]["median"] == 0.25
+    assert every20["downtime_s"]["median"] == pytest.approx(4.1 - 0.25)
+    assert every20["resumed_from_step"]["median"] == 140
+    assert rows[1]["resumed_from_step"]["median"] == 0  # no checkpoint: the restart starts over
     # the killed run at every 20 steps is compared with the un-killed run at every 20 steps
     assert "checkpoint_every_steps=20" in every20["baseline"]
     assert "checkpoint_every_steps=None" in rows[1]["baseline"]

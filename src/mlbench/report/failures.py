@@ -13,7 +13,8 @@ The cost is the difference of the medians over the runs that reached the target,
 (``time_to_target``) and wall time (``wall_time_to_target``); the clock never pauses across a
 restart (docs/timing.md), so both already hold the lost work, the downtime and the restarted
 ranks' start-up. Beside it, the runs' own account of that: ``summary.restart_cost_s`` (lost train
-time + downtime, the slowest rank's) and the number of restarts. A failure that ended the run
+time + downtime, the slowest rank's), its two parts, the step each restart resumed from (the
+checkpoint's) and the number of restarts. A failure that ended the run
 (restarts spent) makes a missed run: counted, never dropped, as everywhere in a report.
 """
 
@@ -72,6 +73,11 @@ def _spread(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def _per_run(summaries: Sequence[dict[str, Any]], key: str) -> list[float]:
+    """Each run's total of ``key`` over its restarts (``summary.restarts``)."""
+    return [sum(float(e.get(key) or 0.0) for e in s.get("restarts") or []) for s in summaries]
+
+
 def _side(config: Configuration | None, key: str) -> dict[str, Any] | None:
     if config is None:
         return None
@@ -116,6 +122,7 @@ def failure_costs(configs: Sequence[Configuration]) -> list[dict[str, Any]]:
         summaries = [x.get("summary", {}) for x in results]
         restart_cost = [float(s["restart_cost_s"]) for s in summaries if "restart_cost_s" in s]
         restarts = [len(s.get("restarts") or []) for s in summaries]
+        entries = [e for s in summaries for e in s.get("restarts") or []]
         rows.append(
             {
                 "label": c.label,
@@ -132,6 +139,13 @@ def failure_costs(configs: Sequence[Configuration]) -> list[dict[str, Any]]:
                 "wall_time_to_target": _measure(base, c, "wall_time_to_target"),
                 "restart_cost_s": _spread(restart_cost),
                 "restarts": _spread([float(n) for n in restarts]),
+                # restart_cost_s split: lost work (after the checkpoint; a failed attempt's last,
+                # unflushed log window is not counted: docs/timing.md) and downtime, per run
+                "lost_train_time_s": _spread(_per_run(summaries, "lost_train_time_s")),
+                "downtime_s": _spread(_per_run(summaries, "downtime_s")),
+                "resumed_from_step": _spread(
+                    [float(e["resumed_from_step"]) for e in entries if "resumed_from_step" in e]
+                ),
             }
         )
 

@@ -136,7 +136,8 @@ def _failures_table(rows: list[dict[str, Any]]) -> str:
         "<th>runs without / with (missed)</th>"
         "<th>time to target without (s)</th><th>with (s)</th><th>cost (s) [interval]</th>"
         "<th>wall to target without (s)</th><th>with (s)</th><th>cost (s) [interval]</th>"
-        "<th>restart_cost_s (median, min–max)</th><th>restarts</th></tr>"
+        "<th>restart_cost_s (median, min–max)</th><th>of which lost train time (s)</th>"
+        "<th>downtime (s)</th><th>resumed from step</th><th>restarts</th></tr>"
     )
     body = []
     for r in rows:
@@ -159,6 +160,9 @@ def _failures_table(rows: list[dict[str, Any]]) -> str:
             + _cost_cells(r["wall_time_to_target"], "wall")
             + f'<td class="num" data-col="restart_cost" data-value="{rc["median"]!r}">'
             f"{fmt(rc['median'], 3)} ({fmt(rc['min'], 3)}–{fmt(rc['max'], 3)})</td>"
+            + num(r["lost_train_time_s"]["median"], 3, col="lost_train_time")
+            + num(r["downtime_s"]["median"], 3, col="downtime")
+            + num(r["resumed_from_step"]["median"], 6, col="resumed_from_step")
             + num(r["restarts"]["median"], 2, col="restarts")
             + "</tr>"
         )
@@ -171,7 +175,9 @@ def _failures_table(rows: list[dict[str, Any]]) -> str:
         "that reached the target; interval: percentile bootstrap of that difference, both sides "
         "resampled (none from fewer than 3 reached runs per side). The clock never pauses: both "
         "times hold the lost work, the downtime and the restart. restart_cost_s is what the runs "
-        "themselves accounted to their restarts (lost train time + downtime, slowest rank).</p>"
+        "themselves accounted to their restarts: lost train time (after the checkpoint the restart "
+        "resumed from; a failed attempt's last, unflushed log window is not counted) + downtime "
+        "(from the failure to the resumed first step), slowest rank; medians over runs.</p>"
     )
 
 
