@@ -276,11 +276,18 @@ def failure_cost(rows: Sequence[dict[str, Any]], caption: str) -> Figure:
 
     fig, axes = _figure("The cost of a failure: time to target without and with it", caption, 2)
     several = {k: len({r[k] for r in rows}) > 1 for k in ("workers", "faults")}
-    labels = []
-    for r in rows:
-        text = f"{r['checkpoint'].replace('every ', '')}\n{r['algorithm']}"
-        text += f"\n{r['workers']} workers" if several["workers"] else ""
-        labels.append(text + (f"\n{r['faults']}" if several["faults"] else ""))
+    ticks = [
+        r["checkpoint"].replace("every ", "").replace(" steps", "").replace(" step", "")
+        for r in rows
+    ]
+    groups: list[tuple[str, list[int]]] = []  # consecutive rows of one scheme (workers, fault)
+    for i, r in enumerate(rows):
+        name = r["algorithm"] + (f", {r['workers']} workers" if several["workers"] else "")
+        name += f"\n{r['faults']}" if several["faults"] else ""
+        if groups and groups[-1][0] == name:
+            groups[-1][1].append(i)
+        else:
+            groups.append((name, [i]))
     x = np.arange(len(rows))
     width = 0.4
     panels = (
@@ -322,9 +329,27 @@ def failure_cost(rows: Sequence[dict[str, Any]], caption: str) -> Figure:
                 ha="center",
                 fontsize=7,
             )
-        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_xticks(x, ticks, fontsize=7)
+        for name, members in groups:  # the scheme under its checkpoint intervals
+            ax.annotate(
+                name,
+                xy=(float(np.mean(members)), 0),
+                xycoords=("data", "axes fraction"),
+                xytext=(0, -22),
+                textcoords="offset points",
+                ha="center",
+                va="top",
+                fontsize=8,
+            )
+            if members[0]:
+                ax.axvline(members[0] - 0.5, color="#bbb", linewidth=0.8)
         ax.set_ylim(0, top * 1.3 if top else 1)
         ax.set_ylabel(f"{ylabel}: median, min–max")
-        ax.set_xlabel("checkpoint interval, scheme (number above: the cost, s)", fontsize=8)
+        ax.set_xlabel(
+            "checkpoint every N steps (none: a restart starts over), per scheme; "
+            "number above: the cost (s)",
+            fontsize=8,
+            labelpad=22,
+        )
         ax.legend(fontsize=7, loc="upper center", ncol=3)
     return fig
