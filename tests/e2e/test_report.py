@@ -164,3 +164,39 @@ def test_bad_input_is_one_line(sweep: dict[str, Any], tmp_path: Path) -> None:
         home=sweep["home"],
     )
     assert proc.returncode == 2 and "not in the price table" in proc.stderr
+
+
+def test_a_sweep_with_a_fault_axis_reports_the_cost_of_the_failure(
+    real_data: Path, tmp_path: Path
+) -> None:
+    """A real sweep: 2a with and without a kill of rank 1 at step 30 (checkpoint every 20 steps,
+    one engine restart); the report pairs the two and shows the difference of their result.json
+    times to target as the cost, beside the killed run's own restart_cost_s."""
+    runs, sweeps = tmp_path / "runs", tmp_path / "sweeps"
+    argv = ["sweep", "epsilon-logreg", "--workers", "2", "--set", "data.dataset=a9a"]
+    argv += ["--goal", "light", "--data-dir", str(real_data), "--threads-per-worker", "1"]
+    argv += ["--set", "train.checkpoint_every_steps=20", "--max-restarts", "1"]
+    argv += ["--fault", "none", "kill:rank=1,step=30", "--runs-dir", str(runs)]
+    proc = mlbench(*argv, "--sweeps-dir", str(sweeps), "--sweep-id", "f", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    points = json.loads((sweeps / "f" / "sweep.json").read_text())["points"]
+    assert [p["point"] for p in points] == [
+        "w2-allreduce-nofault",
+        "w2-allreduce-kill_rank1_step30",
+    ]
+    without, killed = (read_result(Path(p["run_dir"])) for p in points)
+    assert without["faults"] == [] and killed["faults"][0]["spec"] == "kill:rank=1,step=30"
+    assert len(killed["summary"]["restarts"]) == 1 and killed["goal"]["reached"]
+    page = _report({"home": tmp_path}, tmp_path / "report", str(sweeps / "f"))
+    html = page.read_text()
+    assert 'data-figure="failure_cost"' in html and 'data-testid="failures"' in html
+    assert (tmp_path / "report" / "failure_cost.png").stat().st_size > 10_000
+    (row,) = json.loads((tmp_path / "report" / "report.json").read_text())["failures"]
+    for key in ("time_to_target", "wall_time_to_target"):
+        cost = killed["summary"][key] - without["summary"][key]
+        assert row[key]["cost"] == pytest.approx(cost)
+        assert _cells(html, "ttt_cost" if key == "time_to_target" else "wall_cost") == [
+            pytest.approx(cost)
+        ]
+    assert row["restart_cost_s"]["median"] == killed["summary"]["restart_cost_s"] > 0
+    assert row["checkpoint"] == "every 20 steps" and row["baseline_exact"]

@@ -108,6 +108,45 @@ def test_plan_sweeps_networks_as_an_axis() -> None:
         sw.merge(entries, other)
 
 
+def test_plan_sweeps_fault_sets_as_an_axis() -> None:
+    kill = "kill:rank=1,step=30"
+    faults = sw.fault_axis([["none", kill, f"{kill}+slow:rank=0,factor=2"]])
+    assert faults == [(), (kill,), (kill, "slow:rank=0,factor=2")]
+    points = sw.plan(
+        [2], ["allreduce"], [sw.Axis("train.checkpoint_every_steps", ("20", "null"))], faults=faults
+    )
+    assert [p.name for p in points] == [
+        "w2-allreduce-nofault-checkpoint_every_steps20",
+        "w2-allreduce-nofault-checkpoint_every_stepsnull",
+        "w2-allreduce-kill_rank1_step30-checkpoint_every_steps20",
+        "w2-allreduce-kill_rank1_step30-checkpoint_every_stepsnull",
+        "w2-allreduce-kill_rank1_step30_slow_rank0_factor2-checkpoint_every_steps20",
+        "w2-allreduce-kill_rank1_step30_slow_rank0_factor2-checkpoint_every_stepsnull",
+    ]
+    entries = [sw.entry(p, 0, 42) for p in points]
+    assert "faults" not in entries[0] and entries[2]["faults"] == [kill]
+    with pytest.raises(ConfigError, match="planned differently"):  # another fault: another sweep
+        sw.merge(entries, [dict(e, faults=["kill:rank=0,step=30"]) for e in entries])
+    # one spec, or one per --fault (as `mlbench run` takes them): every point, not in the name
+    (fixed,) = sw.fault_axis([[kill], ["slow:rank=0,factor=2"]])
+    assert fixed == (kill, "slow:rank=0,factor=2")
+    assert sw.plan([2], ["allreduce"], [], faults=[fixed])[0].name == "w2-allreduce"
+    assert sw.fault_axis([]) == [()]
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        ([["none", "kill:rank=1,step=3"], ["slow:rank=0,factor=2"]], "list a fault axis"),
+        ([["none", "none"]], "lists a fault set twice"),
+        ([["kill:rank=1,step=3+none"]], "inside A\\+B"),
+    ],
+)
+def test_fault_axis_refuses_bad_input(groups: list[list[str]], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        sw.fault_axis(groups)
+
+
 def test_merge_keeps_what_ran_and_refuses_another_plan() -> None:
     points = sw.plan([1, 2], ["allreduce"], [])
     planned = [sw.entry(p, r, 42 + r) for r in range(2) for p in points]
@@ -148,6 +187,8 @@ def test_sweep_file_round_trip_and_lock(tmp_path: Path) -> None:
         (["--engine", "slurm", "--nproc-per-node", "2", "--workers", "3"], "multiple of 2"),
         (["--network", "bandwidth=1gbit", "bandwidth=1gbit"], "--network lists a spec twice"),
         (["--network", "bandwidth=1gbit", "bandwidth=fast"], "is not a rate"),
+        (["--fault", "none", "kill:rank=2,step=5"], "rank 2 does not exist"),
+        (["--fault", "none", "explode:rank=1"], "--fault"),
     ],
 )
 def test_cli_refuses_a_bad_sweep_in_one_line(

@@ -97,11 +97,18 @@ def add_run_options(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
         "--fault",
         dest="faults",
         action="append",
+        nargs="+" if sweep else None,
         default=[],
         metavar="SPEC",
         help="inject a failure (repeatable; the run is then never official; docs/faults.md): "
         "kill:rank=R,step=S | kill:rank=R,after=5s | hang:rank=R,step=S | "
-        "slow:rank=R,factor=F | master-down:after=T,for=D (with --upload)",
+        "slow:rank=R,factor=F | master-down:after=T,for=D (with --upload)"
+        + (
+            "; several specs after one --fault: one point each (an axis), `none` a point "
+            "without, A+B two faults in one point"
+            if sweep
+            else ""
+        ),
     )
     p.add_argument(
         "--max-restarts",
@@ -273,10 +280,11 @@ def make_session(
     run_id: str | None = None,
     sweep: dict[str, Any] | None = None,
     network: str | None = None,
+    faults: list[str] | None = None,
 ) -> Any:
     """The :class:`~mlbench.launch.session.LaunchSession` of one run as the command line asks
     for it (``spec``: the Slurm request, None for the local engine) — what ``mlbench run`` and
-    each run of ``mlbench sweep`` execute."""
+    each run of ``mlbench sweep`` execute (a sweep passes each point's ``faults``)."""
     from mlbench.launch.session import LaunchRequest, LaunchSession
 
     return LaunchSession(
@@ -295,7 +303,7 @@ def make_session(
             engine=args.engine,
             sweep=sweep,
             network=network,
-            faults=list(args.faults),
+            faults=list(args.faults) if faults is None else faults,
             max_restarts=args.max_restarts,
         ),
         **({"launcher_factory": slurm_factory(spec)} if spec else {}),

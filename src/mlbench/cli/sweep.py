@@ -1,7 +1,8 @@
 """``mlbench sweep TASK --workers 1 2 4 --repeats 3``: many runs of one task, grouped as a sweep.
 
-The runs are the cross product worker counts × schemes (``--algorithm A B``) × swept ``--set``
-values (``--set optim.lr=0.05,0.1``), each repeated ``--repeats`` times with seed = base seed +
+The runs are the cross product worker counts × schemes (``--algorithm A B``) × ``--network``
+specs × fault sets (``--fault none kill:rank=1,step=30``) × swept ``--set`` values (``--set
+optim.lr=0.05,0.1``), each repeated ``--repeats`` times with seed = base seed +
 repeat (base: ``--set seed=`` or the task's seed). Each run goes through the same
 :class:`~mlbench.launch.session.LaunchSession` as ``mlbench run`` (local or Slurm engine), or is
 submitted to a master (``--master``). ``SWEEPS_DIR/<sweep_id>/sweep.json`` records the plan and
@@ -141,7 +142,9 @@ def plan_entries(
 
         for spec in args.network:
             parse_spec(spec)  # a bad spec is one line before anything runs
-    points = sw.plan(args.workers, algorithms, axes, args.network or [None])
+    points = sw.plan(
+        args.workers, algorithms, axes, args.network or [None], sw.fault_axis(args.faults)
+    )
     base: dict[str, int] = {}
     for p in points:
         scheme = [f"algorithm.name={p.algorithm}"] if args.algorithm else []
@@ -173,11 +176,13 @@ def _check_engine_options(args: argparse.Namespace) -> None:
         from mlbench.cli.run import check_local_only
 
         check_local_only(args)
-    if args.faults:  # every point must be able to suffer them: checked before any runs
+    if args.faults:  # every point must be able to suffer its faults: checked before any runs
         from mlbench.faults import check_faults, parse_faults
+        from mlbench.launch import sweep as sw
 
-        faults = parse_faults(args.faults)
-        check_faults(faults, min(args.workers), upload=bool(args.upload), engine=args.engine)
+        for specs in sw.fault_axis(args.faults):
+            faults = parse_faults(list(specs))
+            check_faults(faults, min(args.workers), upload=bool(args.upload), engine=args.engine)
     if args.engine == "slurm":
         nproc = args.nproc_per_node or max(1, args.gpus_per_node)
         bad = [k for k in args.workers if k % nproc]
@@ -299,6 +304,7 @@ def _run_here(
                 e["workers"],
                 run_overrides(common, e, bool(args.algorithm)),
                 network=e.get("network"),
+                faults=list(e.get("faults") or []),
             ).preflight()
 
     def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -354,6 +360,7 @@ def _run_one(
         run_overrides(common, e, bool(args.algorithm)),
         sweep=membership,
         network=e.get("network"),
+        faults=list(e.get("faults") or []),
     )
     started = time.monotonic()
     try:
@@ -399,7 +406,7 @@ def _print_plan(args: argparse.Namespace, planned: list[dict[str, Any]]) -> int:
             e["point"],
             str(e["workers"]),
             e["algorithm"],
-            " ".join(e["overrides"]),
+            " ".join([*e["overrides"], *(f"--fault {f}" for f in e.get("faults") or [])]),
             str(e["repeat"]),
             str(e["seed"]),
         )

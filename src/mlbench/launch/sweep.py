@@ -56,6 +56,8 @@ class Point:
     overrides: tuple[str, ...]  # the swept ``key=value`` of this point, in axis order
     #: ``--network`` of this point (docs/network.md); None: unshaped loopback
     network: str | None = None
+    #: ``--fault`` specs of this point (docs/faults.md); empty: no fault
+    faults: tuple[str, ...] = ()
 
 
 def split_values(text: str) -> list[str]:
@@ -133,15 +135,54 @@ def network_label(spec: str) -> str:
     return "net" + re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")
 
 
+def fault_axis(groups: Sequence[Sequence[str]]) -> list[tuple[str, ...]]:
+    """``--fault`` of a sweep → each point's faults (a list of fault sets, one per point).
+
+    ``--fault none kill:rank=1,step=100`` (several specs after one ``--fault``) is an axis: one
+    point per value, ``none`` the point without a fault, ``A+B`` two faults in one point — so one
+    sweep holds the runs with and without a failure that a report pairs (the cost of a failure).
+    One spec, or ``--fault A --fault B`` (one spec per flag, as ``mlbench run`` takes them), is
+    fixed: every point suffers all of them."""
+    if not groups:
+        return [()]
+    if len(groups) > 1:
+        if any(len(g) != 1 for g in groups):
+            raise ConfigError(
+                "--fault: list a fault axis after one --fault (--fault none kill:rank=1,step=30; "
+                "A+B for two faults in one point), or give one spec per --fault for every point"
+            )
+        values = ["+".join(g[0] for g in groups)]
+    else:
+        values = list(groups[0])
+    out = []
+    for value in values:
+        specs = () if value.strip() == "none" else tuple(v.strip() for v in value.split("+"))
+        if any(not v or v == "none" for v in specs):
+            raise ConfigError(f"--fault {value!r}: an empty spec or `none` inside A+B")
+        out.append(specs)
+    if len(set(out)) != len(out):
+        raise ConfigError("--fault lists a fault set twice")
+    return out
+
+
+def fault_label(specs: Sequence[str]) -> str:
+    """``("kill:rank=1,step=30",)`` → ``kill_rank1_step30``; no fault → ``nofault``."""
+    if not specs:
+        return "nofault"
+    return "_".join(re.sub(r"[^A-Za-z0-9.]+", "_", s.replace("=", "")).strip("_") for s in specs)
+
+
 def plan(
     workers: Sequence[int],
     algorithms: Sequence[str],
     axes: Sequence[Axis],
     networks: Sequence[str | None] = (None,),
+    faults: Sequence[tuple[str, ...]] = ((),),
 ) -> list[Point]:
-    """The cross product workers × algorithms × networks × axis values, in that nesting order,
-    named ``w2-allreduce-net100mbit-lr0.1`` (worker count, scheme, the ``--network`` spec when
-    swept, then each axis's label and value)."""
+    """The cross product workers × algorithms × networks × fault sets × axis values, in that
+    nesting order, named ``w2-allreduce-net100mbit-kill_rank1_step30-lr0.1`` (worker count,
+    scheme, the ``--network`` spec when swept, the fault set when swept, then each axis's label
+    and value)."""
     if not workers:
         raise ConfigError("--workers needs at least one worker count")
     if any(k < 1 for k in workers):
@@ -154,6 +195,8 @@ def plan(
         raise ConfigError("--algorithm lists a scheme twice")
     if len(set(networks)) != len(networks):
         raise ConfigError("--network lists a spec twice")
+    if len(set(faults)) != len(faults):
+        raise ConfigError("--fault lists a fault set twice")
     labels = _labels(axes)
     combos: list[tuple[str, ...]] = [()]
     for axis in axes:
@@ -162,11 +205,13 @@ def plan(
     for k in workers:
         for algorithm in algorithms:
             for net in networks:
-                for combo in combos:
-                    parts = [f"w{k}", algorithm] + ([network_label(net)] if net else [])
-                    for label, item in zip(labels, combo, strict=True):
-                        parts.append(label + _label_value(item.partition("=")[2]))
-                    points.append(Point("-".join(parts), k, algorithm, combo, net))
+                for fault in faults:
+                    for combo in combos:
+                        parts = [f"w{k}", algorithm] + ([network_label(net)] if net else [])
+                        parts += [fault_label(fault)] if len(faults) > 1 else []
+                        for label, item in zip(labels, combo, strict=True):
+                            parts.append(label + _label_value(item.partition("=")[2]))
+                        points.append(Point("-".join(parts), k, algorithm, combo, net, fault))
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
@@ -200,8 +245,10 @@ def check_sweep_id(sweep_id: str) -> str:
 def entry(point: Point, repeat: int, seed: int) -> dict[str, Any]:
     """A planned run as sweep.json lists it, not yet run."""
     network = {"network": point.network} if point.network else {}
+    faults = {"faults": list(point.faults)} if point.faults else {}
     return {
         **network,
+        **faults,
         "point": point.name,
         "workers": point.workers,
         "algorithm": point.algorithm,
@@ -217,7 +264,16 @@ def entry(point: Point, repeat: int, seed: int) -> dict[str, Any]:
 def merge(planned: list[dict[str, Any]], stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The plan with what an earlier invocation recorded for it; refuses a different plan
     (a point, its workers, scheme, overrides or seed changed) rather than mixing two sweeps."""
-    key_fields = ("point", "workers", "algorithm", "overrides", "repeat", "seed", "network")
+    key_fields = (
+        "point",
+        "workers",
+        "algorithm",
+        "overrides",
+        "repeat",
+        "seed",
+        "network",
+        "faults",
+    )
     by_key = {(e["point"], e["repeat"]): e for e in stored}
     if len(by_key) != len(stored) or len(stored) != len(planned):
         raise ConfigError(

@@ -15,6 +15,7 @@ from typing import Any
 
 from mlbench.errors import ConfigError
 from mlbench.report import figures
+from mlbench.report.failures import failure_costs
 from mlbench.report.load import Configuration, Inputs, Run, load_inputs, series_label
 from mlbench.report.prices import DEFAULT_NODE, Price, load_price
 from mlbench.results import stats
@@ -34,7 +35,8 @@ def curve(run: Run) -> list[dict[str, Any]]:
     for rank in range(int(run.result.get("world_size") or 1)):
         start = None
         for r in read_events(events_path(run.run_dir, rank)):
-            if r["kind"] == "event" and r["name"] == "start":
+            if r["kind"] == "event" and r["name"] == "start" and start is None:
+                # the first attempt's: a restarted run's clock never pauses (docs/timing.md)
                 start = r["time"]
             elif r["kind"] == "val" and r["name"] == metric and r["value"] is not None:
                 if start is None:
@@ -217,6 +219,7 @@ def compute(inputs: Inputs, price: Price, workers_per_node: int = 1) -> dict[str
         "format": 1,
         "task": inputs.task,
         "network": network_series(configs),
+        "failures": failure_costs(configs),
         "provenance": provenance(inputs),
         "sweep_id": (inputs.sweep or {}).get("sweep_id"),
         "pending": [p.get("point") for p in inputs.pending],
@@ -285,7 +288,8 @@ def network_series(configs: Sequence[Configuration]) -> list[dict[str, Any]]:
 
 
 def draw(data: dict[str, Any], out: Path) -> dict[str, dict[str, Path]]:
-    """The five figures as PNG and SVG in ``out`` (six with ``--network`` runs)."""
+    """The five figures as PNG and SVG in ``out``, plus ``failure_cost`` with ``--fault`` runs
+    and ``time_vs_bandwidth`` with ``--network`` runs."""
     prov = data["provenance"]
     caption = prov["caption"]
     rows = data["configurations"]
@@ -329,6 +333,10 @@ def draw(data: dict[str, Any], out: Path) -> dict[str, dict[str, Path]]:
         out,
         "cost_to_target",
     )
+    if data.get("failures"):
+        made["failure_cost"] = figures.save(
+            figures.failure_cost(data["failures"], caption), out, "failure_cost"
+        )
     if data.get("network"):
         made["time_vs_bandwidth"] = figures.save(
             figures.time_vs_bandwidth(data["network"], caption), out, "time_vs_bandwidth"

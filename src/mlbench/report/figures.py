@@ -264,3 +264,92 @@ def bars(
     ax.set_ylabel(ylabel)
     ax.tick_params(axis="x", labelsize=8)
     return fig
+
+
+def failure_cost(rows: Sequence[dict[str, Any]], caption: str) -> Figure:
+    """The cost of a failure (:mod:`mlbench.report.failures`): per scheme × checkpoint interval,
+    time to target without the failure and with it (median, min–max whiskers), train time on the
+    left and wall time on the right, the difference written above each pair. On the left the
+    hatched part of a with-failure bar is the runs' own ``restart_cost_s`` (median): the lost
+    train time and the downtime the run accounted to its restarts."""
+    import numpy as np
+
+    fig, axes = _figure("The cost of a failure: time to target without and with it", caption, 2)
+    several = {k: len({r[k] for r in rows}) > 1 for k in ("workers", "faults")}
+    ticks = [
+        r["checkpoint"].replace("every ", "").replace(" steps", "").replace(" step", "")
+        for r in rows
+    ]
+    groups: list[tuple[str, list[int]]] = []  # consecutive rows of one scheme (workers, fault)
+    for i, r in enumerate(rows):
+        name = r["algorithm"] + (f", {r['workers']} workers" if several["workers"] else "")
+        name += f"\n{r['faults']}" if several["faults"] else ""
+        if groups and groups[-1][0] == name:
+            groups[-1][1].append(i)
+        else:
+            groups.append((name, [i]))
+    x = np.arange(len(rows))
+    width = 0.4
+    panels = (
+        ("time_to_target", "train time to target (s)"),
+        ("wall_time_to_target", "wall time to target (s)"),
+    )
+    sides = (("without", "without the failure", "#0072B2"), ("with", "with the failure", "#E69F00"))
+    for ax, (key, ylabel) in zip(axes, panels, strict=True):
+        top = 0.0
+        for j, (side, name, col) in enumerate(sides):
+            values = [r[key][side] or {} for r in rows]
+            med = [v.get("median") or 0.0 for v in values]
+            lo = [(v["median"] - v["min"]) if v.get("median") is not None else 0 for v in values]
+            hi = [(v["max"] - v["median"]) if v.get("median") is not None else 0 for v in values]
+            top = max(top, *(v.get("max") or 0.0 for v in values))
+            ax.bar(
+                x + (j - 0.5) * width, med, width, yerr=[lo, hi], capsize=2, color=col, label=name
+            )
+        if key == "time_to_target":
+            rc = [r["restart_cost_s"]["median"] or 0.0 for r in rows]
+            ax.bar(
+                x + 0.5 * width,
+                rc,
+                width,
+                fill=False,
+                hatch="///",
+                edgecolor="#444",
+                linewidth=0,
+                label="of which restart_cost_s",
+            )
+        for i, r in enumerate(rows):
+            cost = r[key]["cost"]
+            high = max((r[key][s] or {}).get("max") or 0.0 for s in ("without", "with"))
+            ax.annotate(
+                "–" if cost is None else f"{cost:+.2g}",
+                xy=(x[i], high),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+            )
+        ax.set_xticks(x, ticks, fontsize=7)
+        for name, members in groups:  # the scheme under its checkpoint intervals
+            ax.annotate(
+                name,
+                xy=(float(np.mean(members)), 0),
+                xycoords=("data", "axes fraction"),
+                xytext=(0, -22),
+                textcoords="offset points",
+                ha="center",
+                va="top",
+                fontsize=8,
+            )
+            if members[0]:
+                ax.axvline(members[0] - 0.5, color="#bbb", linewidth=0.8)
+        ax.set_ylim(0, top * 1.3 if top else 1)
+        ax.set_ylabel(f"{ylabel}: median, min–max")
+        ax.set_xlabel(
+            "checkpoint every N steps (none: a restart starts over), per scheme; "
+            "number above: the cost (s)",
+            fontsize=8,
+            labelpad=22,
+        )
+        ax.legend(fontsize=7, loc="upper center", ncol=3)
+    return fig

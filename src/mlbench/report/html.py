@@ -34,6 +34,7 @@ TITLES = {
     "bytes_to_target": "Bytes communicated to target",
     "cost_to_target": "Cost to target",
     "time_vs_bandwidth": "Time per step vs bandwidth (--network)",
+    "failure_cost": "The cost of a failure (--fault)",
 }
 
 
@@ -111,6 +112,75 @@ def _config_table(rows: list[dict[str, Any]]) -> str:
     return f'<table data-testid="configurations">{head}{"".join(body)}</table>'
 
 
+def _cost_cells(m: dict[str, Any], col: str) -> str:
+    """Without, with, and their difference (the cost) with its interval, for one measure."""
+    w, f = m["without"] or {}, m["with"] or {}
+    iv = m.get("cost_interval")
+    span = f" [{fmt(iv['low'], 3)}, {fmt(iv['high'], 3)}]" if iv else ""
+    cost = (
+        f'<td class="num" data-col="{col}_cost" data-value="{m["cost"]!r}">'
+        f"{m['cost']:+.3g}{span}</td>"
+        if m["cost"] is not None
+        else f'<td class="num muted" data-col="{col}_cost">–</td>'
+    )
+    return (
+        num(w.get("median"), col=f"{col}_without") + num(f.get("median"), col=f"{col}_with") + cost
+    )
+
+
+def _failures_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    head = (
+        "<tr><th>scheme</th><th>workers</th><th>fault</th><th>checkpoint</th>"
+        "<th>runs without / with (missed)</th>"
+        "<th>time to target without (s)</th><th>with (s)</th><th>cost (s) [interval]</th>"
+        "<th>wall to target without (s)</th><th>with (s)</th><th>cost (s) [interval]</th>"
+        "<th>restart_cost_s (median, min–max)</th><th>of which lost train time (s)</th>"
+        "<th>downtime (s)</th><th>resumed from step</th><th>restarts</th></tr>"
+    )
+    body = []
+    for r in rows:
+        t = r["time_to_target"]
+        w, f = t["without"] or {}, t["with"] or {}
+        rc = r["restart_cost_s"]
+        base = (
+            ""
+            if r["baseline_exact"] or r["baseline"] is None
+            else f' <span class="muted">(without: checkpoint {escape(r["baseline_checkpoint"])})'
+            "</span>"
+        )
+        body.append(
+            f'<tr data-failure="{escape(r["label"])}"><td>{escape(r["algorithm"])}</td>'
+            f'<td class="num">{r["workers"]}</td><td><code>{escape(r["faults"])}</code></td>'
+            f"<td>{escape(r['checkpoint'])}{base}</td>"
+            f'<td class="num">{w.get("n", 0)} ({w.get("n_missed", 0)}) / '
+            f"{f.get('n', 0)} ({f.get('n_missed', 0)})</td>"
+            + _cost_cells(t, "ttt")
+            + _cost_cells(r["wall_time_to_target"], "wall")
+            + f'<td class="num" data-col="restart_cost" data-value="{rc["median"]!r}">'
+            f"{fmt(rc['median'], 3)} ({fmt(rc['min'], 3)}–{fmt(rc['max'], 3)})</td>"
+            + num(r["lost_train_time_s"]["median"], 3, col="lost_train_time")
+            + num(r["downtime_s"]["median"], 3, col="downtime")
+            + num(r["resumed_from_step"]["median"], 6, col="resumed_from_step")
+            + num(r["restarts"]["median"], 2, col="restarts")
+            + "</tr>"
+        )
+    return (
+        '<h2>The cost of a failure</h2><table data-testid="failures">'
+        f"{head}{''.join(body)}</table>"
+        '<p class="muted">Each configuration with an injected fault beside the same configuration '
+        "without it (or, when the inputs hold none, the one that differs only in the checkpoint "
+        "interval, as noted). Cost = median with the failure − median without, over the runs "
+        "that reached the target; interval: percentile bootstrap of that difference, both sides "
+        "resampled (none from fewer than 3 reached runs per side). The clock never pauses: both "
+        "times hold the lost work, the downtime and the restart. restart_cost_s is what the runs "
+        "themselves accounted to their restarts: lost train time (after the checkpoint the restart "
+        "resumed from; a failed attempt's last, unflushed log window is not counted) + downtime "
+        "(from the failure to the resumed first step), slowest rank; medians over runs.</p>"
+    )
+
+
 def _runs_table(rows: list[dict[str, Any]]) -> str:
     head = (
         "<tr><th>configuration</th><th>run</th><th>seed</th><th>state</th><th>reached</th>"
@@ -184,6 +254,7 @@ counted in “missed”, never dropped. Interval: {escape(stats_text["interval"]
 {escape(stats_text["olympic_mean"])}. Speedup: ratio of median times to target, its interval by
 bootstrapping both configurations' repeats; efficiency = speedup / (k / k0).</p>
 {"".join(f'<p class="warn">{escape(n)}</p>' for n in notes)}
+{_failures_table(data.get("failures") or [])}
 {figures_html}
 <h2>Runs</h2>
 {_runs_table(data["configurations"])}

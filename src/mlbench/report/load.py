@@ -2,7 +2,8 @@
 grouped into configurations.
 
 A *configuration* is a run's resolved config without the keys that do not change what is
-measured (:data:`NOT_CONFIG`: the seed, where the data lives) plus its worker count; the runs of
+measured (:data:`NOT_CONFIG`: the seed, where the data lives), its ``--network`` spec and its
+injected faults (``--fault``), plus its worker count; the runs of
 one configuration are its *repeats*. The grouping comes from result.json, not from names, so a
 report built from a sweep and one built from the same run directories agree. A sweep point whose
 run left no result.json (it failed early) still counts as a missed run of its point's
@@ -24,6 +25,8 @@ SWEEP_FILE = "sweep.json"
 LAUNCH_FILE = "run.json"
 #: config keys that do not make a different configuration (flattened, dotted)
 NOT_CONFIG = frozenset({"seed", "data.dir", "data.download"})
+#: the configuration entry of a run's injected faults (``--fault``; absent without one)
+FAULTS = "faults"
 
 
 class ReportInputError(ConfigError):
@@ -181,6 +184,8 @@ def _keys(result: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
     cfg = {k: v for k, v in flatten(result.get("config", {})).items() if k not in NOT_CONFIG}
     if isinstance(result.get("network"), dict):  # --network: the same config on another link
         cfg["network"] = result["network"].get("spec")
+    if result.get("faults"):  # --fault: the same config suffering a failure (report/failures.py)
+        cfg[FAULTS] = "+".join(str(f.get("spec")) for f in result["faults"])
     series = json.dumps(cfg, sort_keys=True)
     return f"{series}|w{result.get('world_size')}", series, cfg
 
@@ -220,8 +225,16 @@ def _label(configs: list[Configuration]) -> None:
     )
     for c in configs:
         parts = [f"{c.workers} worker{'s' if c.workers != 1 else ''}"]
-        parts += [f"{k}={c.config.get(k)}" for k in differing]
+        parts += [f"{k}={_shown(c.config, k)}" for k in differing]
         c.label = " · ".join(parts)
+
+
+def _shown(config: dict[str, Any], key: str) -> Any:
+    """A label's value; an entry only some runs have (their faults, their network) reads
+    ``none`` in the others."""
+    if key in (FAULTS, "network") and key not in config:
+        return "none"
+    return config.get(key)
 
 
 def series_label(config: Configuration, configs: Sequence[Configuration]) -> str:
@@ -229,4 +242,4 @@ def series_label(config: Configuration, configs: Sequence[Configuration]) -> str
     differing = sorted(
         {k for c in configs for k in c.config if len({repr(d.config.get(k)) for d in configs}) > 1}
     )
-    return " · ".join(f"{k}={config.config.get(k)}" for k in differing) or config.algorithm
+    return " · ".join(f"{k}={_shown(config.config, k)}" for k in differing) or config.algorithm

@@ -280,3 +280,46 @@ def scaling(
         Interval(interval.low / scale, interval.high / scale, confidence) if interval else None
     )
     return Scaling(k0, k, speedup, interval, speedup / scale, eff_interval, tuple(notes))
+
+
+def _median_difference(base: np.ndarray, other: np.ndarray, axis: int = -1) -> np.ndarray:
+    result: np.ndarray = np.median(other, axis=axis) - np.median(base, axis=axis)
+    return result
+
+
+def difference(
+    base: Sequence[float | None],
+    other: Sequence[float | None],
+    *,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+) -> tuple[float | None, Interval | None, tuple[str, ...]]:
+    """``median(other) − median(base)`` over the runs that reached the target — e.g. the cost of
+    a failure: time to target with it minus without — and its interval, both sides resampled
+    independently as for :func:`scaling` (independent runs, not pairs; :data:`MIN_INTERVAL`
+    reached runs on each side). Returns (difference, interval, notes)."""
+    b = np.asarray(_reached(base), dtype=float)
+    o = np.asarray(_reached(other), dtype=float)
+    if not b.size or not o.size:
+        return None, None, ("no difference: a side has no run that reached the target",)
+    value = float(_median_difference(b, o))
+    if min(b.size, o.size) < MIN_INTERVAL:
+        note = f"no interval: needs {MIN_INTERVAL} reached runs on each side ({b.size}, {o.size})"
+        return value, None, (note,)
+    if np.all(b == b[0]) and np.all(o == o[0]):
+        return value, Interval(value, value, confidence), ()
+    from scipy import stats
+
+    res = stats.bootstrap(
+        (b, o),
+        _median_difference,
+        paired=False,
+        vectorized=True,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    ci = res.confidence_interval
+    return value, Interval(float(ci.low), float(ci.high), confidence), ()

@@ -108,3 +108,13 @@ def test_as_dict_is_json_ready() -> None:
     d = stats.summarize([1.0, 2.0, 3.0]).as_dict()
     assert json.loads(json.dumps(d))["interval"]["low"] == 1.0
     assert not math.isnan(d["median"])
+
+
+def test_difference_of_medians_and_its_interval() -> None:
+    # the cost of a failure: median(with) - median(without), both sides resampled
+    value, interval, notes = stats.difference([1.0, 2.0, 3.0], [11.0, 12.0, 13.0])
+    assert value == 10.0 and not notes
+    assert interval is not None and 8.0 <= interval.low <= 10.0 <= interval.high <= 12.0
+    assert stats.difference([1.0, None], [2.0, 3.0])[:2] == (1.5, None)  # too few for interval
+    assert stats.difference([None], [2.0])[0] is None
+    assert stats.difference([1.0, 1.0, 1.0], [3.0, 3.0, 3.0])[1] == stats.Interval(2.0, 2.0)
