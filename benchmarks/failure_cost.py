@@ -106,7 +106,14 @@ def main() -> int:
     p.add_argument("--out", help="keep the report here (default: a temporary directory)")
     p.add_argument("--figure", help="copy failure_cost.png here (e.g. docs/img/...)")
     p.add_argument("--no-record", action="store_true", help="don't append to RESULTS.md")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: allreduce, checkpoint every 20, kill at step 30, one repeat (~20 s)",
+    )
     args = p.parse_args()
+    if args.quick:
+        args.algorithm, args.intervals, args.kill_step, args.repeats = ["allreduce"], ["20"], 30, 1
     args.data_dir = str(Path(args.data_dir).expanduser().resolve())
     with tempfile.TemporaryDirectory() as tmp:
         started = time.monotonic()

@@ -24,6 +24,7 @@ SCRIPTS = {
     "soak.py": False,  # 8 workers at 10 Hz for 5 s against a real master: ~10 s
     "slurm_startup.py": True,  # starts its own real Slurm (root, slurm-wlm, munge): ~30 s
     "fault_costs.py": True,  # three 2a runs, two of them restarted once: ~40 s
+    "failure_cost.py": True,  # a 2-point 2a sweep, one point killed and restarted: ~20 s
 }
 
 
