@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,10 @@ class Restart:
 
     ``failed_at`` is when the previous attempt was seen to end (unix seconds), ``restarted_at``
     when the new attempt's ranks were started; ``reason`` says why (the failing rank's error, or
-    "resumed by user"); ``attempt`` counts from 1 for the first restart.
+    "resumed by user"); ``attempt`` counts from 1 for the first restart. ``steps_at_failure``:
+    each rank's steps done when the failure was seen (``{"0": 150, ...}``, from the ranks'
+    heartbeats; empty when unknown) — the events stop at the last flushed log window, so without
+    it the steps after that window would not count as lost work.
     """
 
     attempt: int
@@ -40,9 +43,17 @@ class Restart:
     failed_at: float
     restarted_at: float
     by: str  # "engine" (--max-restarts) or "user" (mlbench run --resume)
+    steps_at_failure: dict[str, int] = field(default_factory=dict)
 
 
-def record_restart(run_dir: Path, reason: str, failed_at: float, *, by: str) -> Restart:
+def record_restart(
+    run_dir: Path,
+    reason: str,
+    failed_at: float,
+    *,
+    by: str,
+    steps_at_failure: dict[str, int] | None = None,
+) -> Restart:
     """Append one restart to ``RUN/attempts.jsonl`` (fsynced: the next attempt reads it)."""
     restart = Restart(
         attempt=len(read_restarts(run_dir)) + 1,
@@ -50,6 +61,7 @@ def record_restart(run_dir: Path, reason: str, failed_at: float, *, by: str) -> 
         failed_at=failed_at,
         restarted_at=time.time(),
         by=by,
+        steps_at_failure=dict(steps_at_failure or {}),
     )
     path = run_dir / ATTEMPTS_FILE
     with open(path, "a", encoding="utf-8") as fh:

@@ -274,6 +274,24 @@ def test_one_restart_costs_the_lost_work_and_the_downtime() -> None:
     assert cost.downtime_s == 30.0 and cost.cost_s == pytest.approx(31.5)
 
 
+def test_steps_past_the_last_logged_window_count_as_lost() -> None:
+    """The events stop at the last flushed window (step 7); the engine saw rank 1 at step 10
+    (its heartbeat): steps 8..10 are lost too, at the logged lost steps' mean (0.5 s); rank 0,
+    not seen further, keeps the logged count. Without logged lost steps the run's mean step time
+    up to the checkpoint is used."""
+    records = [r for s in range(1, 8) for r in _window(s, 0.5, 90 + s)]
+    seen = Restart(1, "kill", 100.0, 101.0, "engine", {"0": 7, "1": 10})
+    [cost] = ckpt.account_restarts(records, [seen], resumed_from=4, first_step_at=130.0, rank=1)
+    assert cost.lost_steps == 6 and cost.lost_train_time_s == pytest.approx(3.0)
+    [cost] = ckpt.account_restarts(records, [seen], resumed_from=4, first_step_at=130.0, rank=0)
+    assert cost.lost_steps == 3 and cost.lost_train_time_s == pytest.approx(1.5)
+    unlogged = [r for s in range(1, 5) for r in _window(s, 0.5, 90 + s)]
+    [cost] = ckpt.account_restarts(
+        unlogged, [seen], resumed_from=4, first_step_at=130.0, rank=1, step_time=0.25
+    )
+    assert cost.lost_steps == 6 and cost.lost_train_time_s == pytest.approx(1.5)
+
+
 def test_a_second_restart_from_the_same_checkpoint() -> None:
     first = ckpt.RestartCost(1, "engine", "reason 1", 4, 3, 1.5, 30.0)
     records = [r for s in range(1, 8) for r in _window(s, 0.5, 90 + s)]

@@ -54,6 +54,7 @@ from mlbench.errors import ConfigError, MlbenchError
 from mlbench.launch.base import Outcome, wait
 from mlbench.launch.watchdog import Watchdog, hang_timeout_of
 from mlbench.launch.worker import ERROR_MARKER
+from mlbench.telemetry.heartbeat import read_heartbeat
 
 GRACE_SECONDS = 3.0
 #: the default bound on waiting for the master address to resolve (``--resolve-timeout``)
@@ -315,10 +316,27 @@ class NodeAgent:
             fh.close()
         self._files, self.procs = [], []
         self.restarts += 1
-        record_restart(self.run_dir, reason=reason, failed_at=failed_at, by="engine")
+        record_restart(
+            self.run_dir,
+            reason=reason,
+            failed_at=failed_at,
+            by="engine",
+            steps_at_failure=self._steps_done(),
+        )
         self.extra_env[RESUME_ENV] = "1"
         self.master_port = self._restart_port()
         self._spawn()
+
+    def _steps_done(self) -> dict[str, int]:
+        """Each rank's steps done as its last heartbeat said (read before the next attempt's
+        ranks overwrite them): the lost work past the last logged window. A lower bound — a
+        beat is at most a second old."""
+        out: dict[str, int] = {}
+        for rank in self.ranks:
+            beat = read_heartbeat(self.run_dir, rank)
+            if beat is not None and isinstance(beat.get("step"), int):
+                out[str(rank)] = int(beat["step"])
+        return out
 
     def _restart_port(self) -> int:
         """The next attempt's rendezvous port (the local engine takes a fresh free one)."""

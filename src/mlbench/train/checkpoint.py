@@ -426,6 +426,8 @@ def account_restarts(
     *,
     resumed_from: int,
     first_step_at: float,
+    rank: int = 0,
+    step_time: float = 0.0,
 ) -> list[RestartCost]:
     """Every restart of the run as this rank saw it, the current (last) one computed now.
 
@@ -436,6 +438,11 @@ def account_restarts(
     restart costs nothing of its own, and the next restart's downtime starts at *its*
     predecessor's failure, so the clock never has a gap. Earlier restarts are read back from
     the events their attempts recorded.
+
+    The events end at the failed attempt's last flushed log window. When the engine saw this
+    rank further along (``Restart.steps_at_failure``, from its heartbeat), the steps past the
+    window are lost too: they count at the logged lost steps' mean step time, else at
+    ``step_time`` (the run's mean up to the checkpoint) — an estimate, the only one left.
     """
     attempt = len(restarts)
     assert attempt >= 1, "account_restarts needs at least one restart"
@@ -458,6 +465,12 @@ def account_restarts(
         if rec["kind"] == "train" and rec["name"] == "train_time" and rec["step"] > resumed_from:
             lost_time += rec["value"] or 0.0
             last_step = max(last_step, int(rec["step"]))
+    logged_steps = last_step - resumed_from
+    seen = restarts[k - 1].steps_at_failure.get(str(rank))
+    if seen is not None and seen > last_step:
+        per_step = lost_time / logged_steps if logged_steps > 0 else step_time
+        lost_time += (seen - last_step) * per_step
+        last_step = seen
     current = restarts[attempt - 1]
     out.append(
         RestartCost(

@@ -704,6 +704,8 @@ class _Trainer:
                 restarts,
                 resumed_from=resumed_from,
                 first_step_at=time.time(),
+                rank=self.dist.rank,
+                step_time=self.timer.train_time / resumed_from if resumed_from else 0.0,
             )
             since = int(state["attempt"]) if state is not None else 0
             extra = sum(c.cost_s for c in costs if c.attempt > since)
