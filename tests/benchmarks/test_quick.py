@@ -1,5 +1,7 @@
 """Every benchmark script runs in --quick mode (a smoke test: no thresholds asserted, since CI
-machines are too noisy for ratios; the numbers live in benchmarks/RESULTS.md)."""
+machines are too noisy for ratios; the numbers live in benchmarks/RESULTS.md). The quick runs
+are heavy (~5 min together), so they are ``slow``: run them with ``pytest -m slow
+tests/benchmarks``; the default test command checks only that every script is listed here."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ def test_every_script_is_covered() -> None:
     assert found - {"common.py", "algorithms_table.py", "network_table.py"} == set(SCRIPTS)
 
 
+@pytest.mark.slow  # ~5 min in all: `pytest -m slow tests/benchmarks` (docs/benchmarks.md)
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_quick_mode_runs(script: str, real_data: Path, tmp_path: Path) -> None:
     cmd = [sys.executable, str(REPO / "benchmarks" / script), "--quick", "--no-record"]

@@ -287,6 +287,9 @@ def test_a_ctrl_c_while_ranks_are_forked_is_held_until_they_all_started() -> Non
 
     from mlbench.launch.node import _stop_signals_held
 
+    # Python's own Ctrl-C handler, whatever this process inherited (a shell starting it in the
+    # background has SIGINT ignored, and Python then leaves it ignored)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     other = threading.Thread(target=time.sleep, args=(1.0,), daemon=True)
     other.start()  # a second thread the signal may be delivered to (the uploader's, in a run)
     reached = False
@@ -302,3 +305,4 @@ def test_a_ctrl_c_while_ranks_are_forked_is_held_until_they_all_started() -> Non
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     with _stop_signals_held():  # nothing caught: nothing raised
         pass
+    signal.signal(signal.SIGINT, inherited)
