@@ -33,14 +33,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mlbench.attempts import RESUME_ENV, read_restarts
-from mlbench.config import to_dict
+from mlbench.attempts import RESUME_ENV
 from mlbench.dist import DistContext
-from mlbench.errors import CheckpointError
 from mlbench.tasks.base import RunConfig, StepOut, Task
-from mlbench.telemetry.events import EventWriter, read_events
+from mlbench.telemetry.events import EventWriter
 from mlbench.telemetry.summary import RankSummary
 from mlbench.train import checkpoint as ckpt
+from mlbench.train import resume
 from mlbench.train.precision import Precision
 from mlbench.train.timer import STEP_PHASES, PhaseTimer
 
@@ -141,6 +140,9 @@ class _Trainer:
         # resume replays the epoch's batches from it), the step the epoch began at, the bytes
         # the scheme's set-up sent (not the run's: subtracted from the summary)
         self._attempt = 0
+        #: perf_counter() at the run's start — the first attempt's, on a resume (see
+        #: :func:`mlbench.train.resume.start_clock`)
+        self.wall_start = 0.0
         self._epoch_loader_state: dict[str, Any] = {}
         self._epoch_first_step = 0
         self._setup_bytes = 0
@@ -243,15 +245,15 @@ class _Trainer:
         self.emit("event", "planned_steps", planned)
 
         resuming = os.environ.get(RESUME_ENV) == "1"
-        state = self._load_latest() if resuming else None
+        state = resume.load_latest(self) if resuming else None
         epoch_index, consumed = 0, 0
         if state is not None:
-            epoch_index, consumed = self._restore(state)
-        self._start_clock(resuming)
+            epoch_index, consumed = resume.restore(self, state)
+        resume.start_clock(self, resuming)
         stop: str | None = None
         self.model.train()
         if resuming and epoch_index >= tc.max_epochs:  # resumed at the last epoch's end
-            self._finish_resume(state, None, 0)
+            resume.finish_resume(self, state, None, 0)
         while stop is None:
             if epoch_index >= tc.max_epochs:
                 stop = "max_epochs"
@@ -265,7 +267,7 @@ class _Trainer:
             self._ahead = None
             i = 0
             if resuming:
-                i = self._finish_resume(state, batches, consumed)
+                i = resume.finish_resume(self, state, batches, consumed)
                 resuming, state = False, None
             self._epoch_first_step = self.step - i
             while stop is None:
@@ -557,175 +559,9 @@ class _Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, epoch_index: int, end_of_epoch: bool) -> None:
-        """Every rank saves its state at this step; rank 0 marks the checkpoint complete once
-        every rank's file is durable (docs/checkpoints.md). The log window is closed first, so
-        a resumed attempt's windows start where the uninterrupted run's do."""
-        self._flush_window()
-        start = time.perf_counter()
-        with self.timer.phase("checkpoint"):
-            state = self._state(epoch_index, end_of_epoch)
-            ckpt.atomic_save(state, ckpt.rank_file(self.run_dir, self.step, self.dist.rank))
-            # a collective every rank enters only with its own file durable: after it, the
-            # set is whole and rank 0 may say so
-            done = torch.ones(1, device=self.dist.device)
-            self.dist.all_reduce_sum(done)
-            if self.dist.is_main:
-                ckpt.mark_complete(
-                    self.run_dir,
-                    self.step,
-                    {"world_size": self.dist.world_size, "task": self.task.name},
-                )
-                ckpt.prune(self.run_dir)
-        self.emit("phase", "checkpoint", time.perf_counter() - start, "s")
-
-    def _state(self, epoch_index: int, end_of_epoch: bool) -> dict[str, Any]:
-        """Everything this rank needs to continue exactly from here."""
-        if end_of_epoch:
-            # the next epoch's start: set_epoch is idempotent, and the loop calls it next anyway
-            self.train_data.set_epoch(epoch_index + 1)
-            position = (epoch_index + 1, 0, ckpt.loader_state(self.train_data))
-        else:
-            consumed = self.step - self._epoch_first_step
-            position = (epoch_index, consumed, self._epoch_loader_state)
-        s, timer = self.summary, self.timer
-        return {
-            "format": ckpt.FORMAT,
-            "task": self.task.name,
-            "world_size": self.dist.world_size,
-            "rank": self.dist.rank,
-            "config": to_dict(self.cfg),
-            "step": self.step,
-            "attempt": self._attempt,
-            "model": self.module.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "algorithm": self.algorithm.state_dict(),
-            "precision": self.precision.state_dict(),
-            "schedule": ckpt.schedule_state(self.schedule),
-            "task_state": self.task.state_dict(),
-            "rng": ckpt.rng_state(self.dist.device),
-            "loader": {"epoch": position[0], "consumed": position[1], "state": position[2]},
-            "measure": {
-                "epoch": self.epoch,
-                "eval_marks": self._eval_marks,
-                "last_eval_step": self._last_eval_step,
-                "bytes_total": self._bytes_total,
-                "setup_bytes": self._setup_bytes,
-                "train_time": timer.train_time,
-                "phases": timer.totals,
-                "samples": s.samples,
-                "evals": s.evals,
-                "goal_reached": s.goal_reached,
-                "time_to_target": s.time_to_target,
-                "wall_time_to_target": s.wall_time_to_target,
-                "step_at_target": s.step_at_target,
-                "bytes_at_target": s.bytes_at_target,
-                "final_metrics": dict(s.final_metrics),
-            },
-        }
-
-    def _load_latest(self) -> dict[str, Any] | None:
-        """This rank's state of the run's latest complete checkpoint (None: there is none yet),
-        refused when it belongs to another task, config or world size."""
-        step = ckpt.latest_complete(self.run_dir)
-        if step is None:
-            return None
-        state = ckpt.load_rank(self.run_dir, step, self.dist.rank)  # on the CPU, as saved
-        ckpt.check_compatible(
-            state,
-            task=self.task.name,
-            config=to_dict(self.cfg),
-            world_size=self.dist.world_size,
-            where=ckpt.step_dir(self.run_dir, step),
-        )
-        return state
-
-    def _restore(self, state: dict[str, Any]) -> tuple[int, int]:
-        """Put the checkpoint's state back (after the scheme's set-up, which it overrides);
-        returns where the loader is to continue: ``(epoch index, steps done in it)``. The
-        loader itself, the task's carried state and the RNGs come back in
-        :meth:`_finish_resume`, once the loader is at that position."""
-        self.module.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.algorithm.load_state_dict(state["algorithm"])
-        self.precision.load_state_dict(state["precision"])
-        ckpt.load_schedule_state(self.schedule, state["schedule"])
-        m, s = state["measure"], self.summary
-        self.step, self.epoch = int(state["step"]), float(m["epoch"])
-        self.position.current = (self.step, self.epoch)
-        self._eval_marks, self._last_eval_step = int(m["eval_marks"]), int(m["last_eval_step"])
-        self._bytes_total, self._setup_bytes = int(m["bytes_total"]), int(m["setup_bytes"])
-        self._window_bytes_mark = self.algorithm.bytes_sent
-        self.timer.restore(float(m["train_time"]), m["phases"])
-        s.samples, s.evals, s.goal_reached = int(m["samples"]), int(m["evals"]), m["goal_reached"]
-        s.time_to_target, s.wall_time_to_target = m["time_to_target"], m["wall_time_to_target"]
-        s.step_at_target, s.bytes_at_target = m["step_at_target"], m["bytes_at_target"]
-        s.final_metrics = dict(m["final_metrics"])
-        self._plan_quiet()
-        return int(state["loader"]["epoch"]), int(state["loader"]["consumed"])
-
-    def _start_clock(self, resuming: bool) -> None:
-        """``wall_start``: now, or — resuming — the first attempt's start (``RUN/clock.json``),
-        so wall times and the time limit count from it (MLPerf: the clock never pauses)."""
-        now_unix, now = time.time(), time.perf_counter()
-        started = ckpt.read_clock(self.run_dir) if resuming else None
-        if started is None:
-            started = now_unix
-            if self.dist.is_main:
-                ckpt.write_clock(self.run_dir, started)
-        self.wall_start = now - (now_unix - started)
-        if not resuming:
-            self.emit("event", "start", 0)
-        self._window_start = time.perf_counter()  # set-up (and the clock's fsync) is no window's
-
-    def _finish_resume(self, state: dict[str, Any] | None, batches: Any, consumed: int) -> int:
-        """The resumed attempt's last preparations before its first step: replay the epoch's
-        ``consumed`` steps' batches (the loader's generators then stand where they stood when
-        those batches were drawn: the loop's one-group look-ahead is drawn again by the next
-        step), restore the task's carried state and the process RNGs, continue the train-time
-        clock with the restarts' cost, and say so in the events. Returns the steps done in the
-        current epoch."""
-        if batches is not None:
-            for _ in range(consumed):
-                if self._fetch(batches) is None:
-                    raise CheckpointError(
-                        f"the training loader ran out while replaying {consumed} steps of "
-                        "the resumed epoch: it does not yield what it yielded before"
-                    )
-        if state is not None:
-            self.task.load_state_dict(ckpt.to_device(state["task_state"], self.dist.device))
-            ckpt.set_rng_state(state["rng"], self.dist.device)
-        restarts = read_restarts(self.run_dir)
-        resumed_from = self.step
-        self._attempt = len(restarts)
-        records: list[tuple[str, str, float, str | None]] = []
-        if restarts:
-            costs = ckpt.account_restarts(
-                read_events(self.events.path),
-                restarts,
-                resumed_from=resumed_from,
-                first_step_at=time.time(),
-                rank=self.dist.rank,
-                step_time=self.timer.train_time / resumed_from if resumed_from else 0.0,
-            )
-            since = int(state["attempt"]) if state is not None else 0
-            extra = sum(c.cost_s for c in costs if c.attempt > since)
-            self.timer.train_time += extra
-            own = costs[-1]
-            self.summary.restarts = [c.as_dict() for c in costs]
-            self.summary.restart_cost = sum(c.cost_s for c in costs)
-            records += [
-                ("event", "attempt", float(self._attempt), None),
-                ("event", "resume", float(resumed_from), None),
-                ("event", "lost_steps", float(own.lost_steps), None),
-                ("event", "lost_train_time", own.lost_train_time_s, "s"),
-                ("event", "downtime", own.downtime_s, "s"),
-                ("event", "restart_cost", own.cost_s, "s"),
-            ]
-        else:  # resumed without a restart on record (RESUME_ENV set by hand): nothing to cost
-            records.append(("event", "resume", float(resumed_from), None))
-        self.events.emit_many(records, step=self.step, epoch=round(self.epoch, 6))
-        self._window_start = time.perf_counter()
-        return consumed
+        """Save this step's checkpoint (:func:`mlbench.train.resume.save`); a method of its own
+        by name, as the heartbeat reads ``_checkpoint`` on the stack as the checkpoint phase."""
+        resume.save(self, epoch_index, end_of_epoch)
 
 
 def train(
