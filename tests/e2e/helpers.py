@@ -56,3 +56,21 @@ def leftover_workers(run_dir: Path) -> list[int]:
         if str(run_dir) in cmd and proc.info["status"] != psutil.STATUS_ZOMBIE:
             pids.append(proc.pid)
     return pids
+
+
+def a9a_args(real_data: Path, runs: Path, *extra: str) -> list[str]:
+    """``mlbench run`` of task 2a on a9a with 2 workers into ``runs`` — the small real run the
+    fault, network and upload tests start — then ``extra`` (later ``--set``s win)."""
+    return [
+        "run",
+        "epsilon-logreg",
+        "--workers",
+        "2",
+        "--data-dir",
+        str(real_data),
+        "--set",
+        "data.dataset=a9a",
+        "--runs-dir",
+        str(runs),
+        *extra,
+    ]

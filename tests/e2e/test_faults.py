@@ -17,7 +17,7 @@ from mlbench.attempts import read_restarts
 from mlbench.train.checkpoint import read_clock
 from tests.support.resume import losses_by_step
 
-from .helpers import cli_env, leftover_workers, mlbench, only_run_dir, read_result
+from .helpers import a9a_args, cli_env, leftover_workers, mlbench, only_run_dir, read_result
 
 
 def _run_2a(real_data: Path, runs: Path, *extra: str, home: Path) -> subprocess.CompletedProcess:
@@ -29,21 +29,7 @@ def _run_2a(real_data: Path, runs: Path, *extra: str, home: Path) -> subprocess.
 
 
 def _args(real_data: Path, runs: Path, *extra: str) -> list[str]:
-    return [
-        "run",
-        "epsilon-logreg",
-        "--workers",
-        "2",
-        "--data-dir",
-        str(real_data),
-        "--set",
-        "data.dataset=a9a",
-        "--set",
-        "train.max_steps=200",
-        "--runs-dir",
-        str(runs),
-        *extra,
-    ]
+    return a9a_args(real_data, runs, "--set", "train.max_steps=200", *extra)
 
 
 def _fault_lines(run_dir: Path, rank: int) -> list[str]:

@@ -29,7 +29,14 @@ from mlbench.launch.network import (
     sweep_stale,
 )
 from mlbench.telemetry.events import read_events
-from tests.e2e.helpers import cli_env, leftover_workers, mlbench, only_run_dir, read_result
+from tests.e2e.helpers import (
+    a9a_args,
+    cli_env,
+    leftover_workers,
+    mlbench,
+    only_run_dir,
+    read_result,
+)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="--network needs root (network namespaces)"),
@@ -44,21 +51,7 @@ def _ours(pid: int) -> list[str]:
 
 
 def _run_args(real_data: Path, runs: Path, *extra: str) -> list[str]:
-    return [
-        "run",
-        "epsilon-logreg",
-        "--workers",
-        "2",
-        "--data-dir",
-        str(real_data),
-        "--set",
-        "data.dataset=a9a",
-        "--set",
-        "train.log_every_steps=1",
-        "--runs-dir",
-        str(runs),
-        *extra,
-    ]
+    return a9a_args(real_data, runs, "--set", "train.log_every_steps=1", *extra)
 
 
 def _popen(args: list[str], home: Path, **env: str) -> subprocess.Popen[str]:

@@ -9,7 +9,7 @@ import httpx
 
 from mlbench.telemetry.events import read_events
 
-from ..e2e.helpers import mlbench, read_result
+from ..e2e.helpers import a9a_args, mlbench, read_result
 from .master import Master
 
 
@@ -25,29 +25,14 @@ def test_master_down_loses_and_duplicates_no_event(
     run_id = str(resp.json()["runs"][0]["id"])
     runs = tmp_path / "runs"
     proc = mlbench(
-        "run",
-        "epsilon-logreg",
-        "--workers",
-        "2",
-        "--data-dir",
-        str(real_data),
-        "--set",
-        "data.dataset=a9a",
-        "--set",
-        "train.max_steps=150",
-        "--set",
-        "train.log_every_steps=1",
-        "--set",
-        "train.log_every_seconds=0",
-        "--run-id",
-        run_id,
-        "--upload",
-        master.url,
-        # down from before the first event until after the training: every event waits
-        "--fault",
-        "master-down:after=0.5s,for=6s",
-        "--runs-dir",
-        str(runs),
+        *a9a_args(
+            real_data,
+            runs,
+            *("--set", "train.max_steps=150", "--set", "train.log_every_steps=1"),
+            *("--set", "train.log_every_seconds=0", "--run-id", run_id, "--upload", master.url),
+            # down from before the first event until after the training: every event waits
+            *("--fault", "master-down:after=0.5s,for=6s"),
+        ),
         home=tmp_path,
         timeout=180,
         MLBENCH_UPLOAD_TOKEN=master.token,

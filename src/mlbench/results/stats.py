@@ -262,20 +262,7 @@ def scaling(
     elif np.all(b == b[0]) and np.all(o == o[0]):
         interval = Interval(speedup, speedup, confidence)
     else:
-        from scipy import stats
-
-        res = stats.bootstrap(
-            (b, o),
-            _median_ratio,
-            paired=False,
-            vectorized=True,
-            confidence_level=confidence,
-            n_resamples=n_resamples,
-            method="percentile",
-            rng=np.random.default_rng(seed),
-        )
-        ci = res.confidence_interval
-        interval = Interval(float(ci.low), float(ci.high), confidence)
+        interval = _bootstrap(b, o, _median_ratio, confidence, n_resamples, seed)
     eff_interval = (
         Interval(interval.low / scale, interval.high / scale, confidence) if interval else None
     )
@@ -309,11 +296,24 @@ def difference(
         return value, None, (note,)
     if np.all(b == b[0]) and np.all(o == o[0]):
         return value, Interval(value, value, confidence), ()
+    return value, _bootstrap(b, o, _median_difference, confidence, n_resamples, seed), ()
+
+
+def _bootstrap(
+    base: np.ndarray,
+    other: np.ndarray,
+    statistic: Any,
+    confidence: float,
+    n_resamples: int,
+    seed: int,
+) -> Interval:
+    """The percentile bootstrap interval of ``statistic(base, other)``, the two samples resampled
+    independently (unpaired: independent runs), seeded so a report is reproducible."""
     from scipy import stats
 
     res = stats.bootstrap(
-        (b, o),
-        _median_difference,
+        (base, other),
+        statistic,
         paired=False,
         vectorized=True,
         confidence_level=confidence,
@@ -322,4 +322,4 @@ def difference(
         rng=np.random.default_rng(seed),
     )
     ci = res.confidence_interval
-    return value, Interval(float(ci.low), float(ci.high), confidence), ()
+    return Interval(float(ci.low), float(ci.high), confidence)
