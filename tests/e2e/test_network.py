@@ -205,7 +205,9 @@ def test_a_killed_launcher_leaves_namespaces_the_next_run_sweeps(
 def test_loss_drops_about_the_requested_fraction(tmp_path: Path) -> None:
     """2000 UDP datagrams from rank 0 to rank 1 through a 5 % loss filter: the receiver counts
     what arrived, the qdisc what it dropped; both say ~5 % (binomial sd ≈ 10 packets)."""
-    net = Network(NetworkSpec(20e6, loss=0.05), "loss-test", 2, preflight())
+    # a rate far above the 16 Mbit/s sent: only the loss filter drops, never the token bucket
+    # (a loaded machine sends in bursts that a 20 Mbit/s bucket's short queue would overflow)
+    net = Network(NetworkSpec(300e6, loss=0.05), "loss-test", 2, preflight())
     net.setup()
     try:
         port = 5999
@@ -241,6 +243,7 @@ for i in range(2000):
 _RECEIVER = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)  # SO_RCVBUFFORCE (root): all 2 MB fit if descheduled
 s.bind((sys.argv[1], int(sys.argv[2])))
 s.settimeout(3.0)
 n = 0

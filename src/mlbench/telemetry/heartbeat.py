@@ -80,7 +80,9 @@ def classify(frame: FrameType | None, step: int) -> tuple[str, str]:
         names.append(code.co_name)
         if depth < 12 and any(p in code.co_filename for p in _COLLECTIVE_FILES):
             collective = True
-        if depth == 0 and ".wait(" in linecache.getline(code.co_filename, f.f_lineno):
+        # f_lineno is None for a frame between instructions (3.11): no line to read then
+        line = linecache.getline(code.co_filename, f.f_lineno) if f.f_lineno else ""
+        if depth == 0 and ".wait(" in line:
             collective = True  # blocked on an async collective's handle (``work.wait()``)
         if _FAULT_FILE in code.co_filename:
             fault = True
@@ -127,7 +129,9 @@ class Heartbeat:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            with contextlib.suppress(OSError):
+            # one failed beat is skipped, never the thread's end: a heartbeat that stops makes a
+            # healthy rank look stalled (the watchdog reads the file's age)
+            with contextlib.suppress(Exception):
                 self.beat()
 
     def beat(self, phase: str | None = None) -> dict[str, Any]:
