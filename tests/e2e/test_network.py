@@ -216,7 +216,9 @@ def test_loss_drops_about_the_requested_fraction(tmp_path: Path) -> None:
             stdout=subprocess.PIPE,
             text=True,
         )
-        time.sleep(1.0)
+        # wait for the bind: datagrams sent before it are refused, not counted by the qdisc
+        # (a loaded CI machine took over a second to start the receiver: 312 of 2000 arrived)
+        assert receiver.stdout is not None and receiver.stdout.readline().strip() == "ready"
         subprocess.run(
             [*net.prefix(0), sys.executable, "-c", _SENDER, "10.213.0.2", str(port)],
             check=True,
@@ -245,7 +247,8 @@ import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)  # SO_RCVBUFFORCE (root): all 2 MB fit if descheduled
 s.bind((sys.argv[1], int(sys.argv[2])))
-s.settimeout(3.0)
+print("ready", flush=True)
+s.settimeout(5.0)
 n = 0
 try:
     while True:
