@@ -106,6 +106,23 @@ def _ensure_prepared_wmt(dest: Path) -> None:
             )
 
 
+@pytest.fixture(scope="session")
+def imagenet_tree(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A small ILSVRC2012 tree (flat val + devkit) of real photographs, with its oddities: see
+    tests/support/imagenet_tree.py. Read-only for tests: copy it before changing files."""
+    from .support.imagenet_tree import make_tree
+
+    return make_tree(tmp_path_factory.mktemp("imagenet"), real_data)
+
+
+@pytest.fixture(scope="session")
+def imagenet_tree_folders(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The same, with the common ``val/nXXXXXXXX/`` re-layout and no devkit."""
+    from .support.imagenet_tree import make_tree
+
+    return make_tree(tmp_path_factory.mktemp("imagenet-folders"), real_data, val_layout="folders")
+
+
 CHROMIUM = Path(os.environ.get("MLBENCH_CHROMIUM", "/usr/bin/chromium"))
 
 
