@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 EPILOG = """Files go to DIR/libsvm/NAME and DIR/libsvm/NAME.t, the layout that
@@ -44,6 +45,17 @@ PREPARE_EPILOG = """Where the official files come from (download and extract the
             sacrebleu -t wmt14/full -l en-de --echo src > newstest2014.en
             sacrebleu -t wmt14/full -l en-de --echo ref > newstest2014.de
   wikitext2  wiki.{train,valid,test}.tokens of wikitext-2-v1 (checked against pinned sha256)
+  imagenet   ILSVRC2012 from https://image-net.org (an account; Download > ILSVRC 2012):
+            ILSVRC2012_img_train.tar (138 GiB, one nXXXXXXXX.tar per class inside),
+            ILSVRC2012_img_val.tar (6.3 GiB, 50,000 flat images), ILSVRC2012_devkit_t12.tar.gz
+            (the val labels). Extract into --source:
+              mkdir -p SRC/train SRC/val && tar -xf ILSVRC2012_img_val.tar -C SRC/val
+              tar -xf ILSVRC2012_img_train.tar -C SRC/train && cd SRC/train
+              for t in n*.tar; do
+                mkdir "${t%.tar}" && tar -xf "$t" -C "${t%.tar}" && rm "$t"
+              done
+              cp ILSVRC2012_devkit_t12.tar.gz SRC/    (or extract it there)
+            val/ re-laid out as val/nXXXXXXXX/ folders is read too (no devkit needed).
 
 Corpus files are found in --source or anywhere below it (as the tarballs extract
 them); .gz copies are read too. Nothing is downloaded: the corpora are large tarballs.
@@ -54,14 +66,18 @@ manifest.json with the sha256 of every input and output. wmt16 follows MLPerf's 
 recipe (Moses tokenisation, clean-corpus 1-80, latin-1 filter, joint BPE, vocabulary
 padded to a multiple of 8); wmt17 trains a shared sentencepiece model (a recorded
 deviation from the original's subtokenizer). wikitext2 goes to OUT/wikitext2/wikitext-2.
+imagenet writes only OUT/imagenet/manifest.json (the images stay in --source, which
+must stay where it is): every image's label, size and sha256, after each was decoded.
+A second run with no image changed keeps the manifest (--force re-reads everything).
 A line per stage with counts goes to stderr. A corrupt, truncated or misaligned input
-file stops with a one-line error before anything is written.
+file, or an image no decoder reads, stops with a one-line error before anything is written.
 
 examples:
   mlbench data prepare wmt16 --source ~/wmt16 --out .data
   mlbench data prepare wmt17 --source ~/wmt17 --out .data --workers 16
   mlbench data prepare wmt16 --source .data/wmt --out /tmp/d --train multi30k/train --merges 2000
   mlbench data prepare wikitext2 --source ~/Downloads/wikitext-2 --out .data
+  mlbench data prepare imagenet --source /data/ILSVRC2012 --out .data --workers 16
 """
 
 
@@ -100,18 +116,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     fetch.set_defaults(func=run_fetch)
     prep = actions.add_parser(
         "prepare",
-        help="turn downloaded WMT16/WMT17/WikiText-2 files into the layout tasks read",
+        help="turn downloaded WMT16/WMT17/WikiText-2/ImageNet files into the layout tasks read",
         description="Prepare a dataset from the official files you downloaded (see below): "
         "tokenise, learn the subword vocabulary, store ids, and record sha256 checksums of every "
-        "input and output in a manifest that is verified whenever the data is loaded.",
+        "input and output in a manifest that is verified whenever the data is loaded. For "
+        "ImageNet: check the tree, decode every image and record a manifest of labels and "
+        "checksums.",
         epilog=PREPARE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     prep.add_argument(
         "dataset",
-        choices=("wmt16", "wmt17", "wikitext2"),
+        choices=("wmt16", "wmt17", "wikitext2", "imagenet"),
         metavar="DATASET",
-        help="wmt16 (task wmt16-gnmt), wmt17 (wmt17-transformer) or wikitext2",
+        help="wmt16 (task wmt16-gnmt), wmt17 (wmt17-transformer), wikitext2 or imagenet "
+        "(imagenet-resnet50)",
     )
     prep.add_argument(
         "--source",
@@ -154,7 +173,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=os.cpu_count() or 1,
         metavar="N",
-        help="processes for tokenising and BPE (default: all CPUs)",
+        help="processes for tokenising and BPE, or for hashing and decoding images "
+        "(default: all CPUs)",
+    )
+    prep.add_argument(
+        "--force",
+        action="store_true",
+        help="imagenet: read every image again even when the manifest matches the tree",
     )
     prep.add_argument("--json", action="store_true", help="print the manifest as JSON")
     prep.set_defaults(func=run_prepare)
@@ -234,6 +259,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         else:
             print(f"{folder}: WikiText-2, sha256 ok")
         return 0
+    if args.dataset == "imagenet":
+        return _prepare_imagenet(args, say)
     from mlbench.data import wmt, wmt_prepare
 
     folder = wmt_prepare.prepare(
@@ -259,5 +286,29 @@ def run_prepare(args: argparse.Namespace) -> int:
         f"{folder}: {manifest['counts']['train_pairs']:,} training pairs, "
         f"{manifest['counts']['test']:,} test sentences, vocabulary {manifest['vocab_size']:,} "
         f"({kind})"
+    )
+    return 0
+
+
+def _prepare_imagenet(args: argparse.Namespace, say: Callable[[str], None]) -> int:
+    from mlbench.data import imagenet
+
+    manifest = imagenet.prepare(
+        args.source, args.out, workers=args.workers, progress=say, force=args.force
+    )
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+        return 0
+    counts = manifest["counts"]
+    kind = (
+        "official"
+        if manifest["official"]
+        else "NOT official: " + "; ".join(manifest["nonofficial_reasons"])
+    )
+    print(
+        f"{args.out / imagenet.FOLDER / imagenet.MANIFEST}: {counts['classes']:,} classes, "
+        f"{counts['train']:,} train and {counts['val']:,} val images, {len(manifest['odd']):,} "
+        f"odd files (PNG, CMYK, grayscale), {manifest['ignored']['count']:,} other files "
+        f"ignored ({kind})"
     )
     return 0
