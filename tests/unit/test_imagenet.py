@@ -113,7 +113,7 @@ def test_prepare_then_load_round_trip(imagenet_tree: Any, tmp_path: Path) -> Non
     assert loaded.manifest == header
     assert loaded.files("val")[1] == [label for _, label in tree.val]
     # every file's size and sha256, in index order
-    raw = imagenet._read(out / "imagenet" / "manifest.json")
+    raw = imagenet.read_manifest(out / "imagenet" / "manifest.json")
     for split, pairs in (("train", loaded.train), ("val", loaded.val)):
         assert raw[split]["paths"] == [rel for rel, _ in pairs]
         for i in (0, len(pairs) - 1):
@@ -131,7 +131,7 @@ def test_a_rerun_keeps_a_matching_manifest_and_redoes_a_changed_tree(
     first = imagenet.prepare(source, out)
     path = out / "imagenet" / "manifest.json"
     written = path.stat().st_mtime_ns
-    old_sha = imagenet._read(path)["train"]["sha256"]
+    old_sha = imagenet.read_manifest(path)["train"]["sha256"]
     lines: list[str] = []
     assert imagenet.prepare(source, out, progress=lines.append) == first
     assert "is up to date" in lines[-1] and path.stat().st_mtime_ns == written
@@ -141,7 +141,7 @@ def test_a_rerun_keeps_a_matching_manifest_and_redoes_a_changed_tree(
     lines.clear()
     imagenet.prepare(source, out, progress=lines.append)
     assert any("hashed and decoded 60 / 60" in line for line in lines)
-    raw = imagenet._read(path)
+    raw = imagenet.read_manifest(path)
     assert raw["train"]["sha256"][5] == raw["train"]["sha256"][6] == old_sha[6] != old_sha[5]
     assert raw["stamp"] != first["stamp"]
     lines.clear()
