@@ -15,9 +15,12 @@ Boxes are ``(top, left, height, width)`` in the pixels of the *original* image â
 Resampling: Pillow's ``resize(size, BILINEAR, box=...)`` on the decoded array. Pillow's bilinear
 filter widens its support when it shrinks (it antialiases, like torchvision's PIL path and its
 ``antialias=True``), and ``box=`` resamples straight from the region, with sub-pixel box edges, in
-one pass: no intermediate crop copy. ``reducing_gap`` (a box-filter ``reduce()`` by an integer
-factor first) buys little here, because the DCT-scaled decode already did the coarse reduction
-(``benchmarks/image_decode.py`` measures both), and it changes the filter, so it is not used.
+one pass: no intermediate crop copy. One difference from torchvision's crop-then-resize: at the
+box's edges the filter's support reaches a pixel or two past the box (into real image content, where
+torchvision repeats the edge), which changes only the outermost output pixels slightly.
+``reducing_gap`` (a box-filter ``reduce()`` by an integer factor first) buys little here, because
+the DCT-scaled decode already did the coarse reduction (``benchmarks/image_decode.py`` measures
+both), and it changes the filter, so it is not used.
 """
 
 from __future__ import annotations
