@@ -121,12 +121,22 @@ def image_size(data: bytes, name: str = "<bytes>") -> tuple[int, int]:
 
 
 def min_decode_size(box: Box, height: int, width: int, size: int) -> int:
-    """The smallest side a reduced-scale decode may have so the box, scaled with the image,
-    still spans >= ``size`` pixels each way (the crop is never upsampled because of the
-    shortcut); 0 (a full decode) when no reduction would do."""
+    """The ``min_size`` for :func:`decode_rgb` that selects the smallest power-of-two DCT
+    scale (1/2, 1/4, 1/8) at which the box, scaled with the image, still spans >= ``size``
+    pixels each way (the crop is never upsampled because of the shortcut); 0 (a full decode)
+    when even 1/2 would be too small.
+
+    Why only powers of two: libjpeg-turbo also scales by 3/8, 5/8, 7/8..., and simplejpeg
+    picks the smallest factor that meets a minimum size — but those IDCTs are slower than the
+    full-size one (``benchmarks/image_decode.py``: a 7/8-scale decode cost more than a full
+    one), so asking for the exact size a 1/k decode gives is what makes the shortcut pay."""
     _, _, bh, bw = box
-    need = math.ceil(size * min(height, width) / min(bh, bw))
-    return 0 if need >= min(height, width) else need
+    short = min(height, width)
+    need = math.ceil(size * short / min(bh, bw))
+    for k in (8, 4, 2):
+        if -(-short // k) >= need:
+            return -(-short // k)
+    return 0
 
 
 def resized_crop(

@@ -101,8 +101,11 @@ def test_center_crop_pixels_match_the_two_step_reference(imagenet_tree: Any) -> 
 def test_scaled_decode_keeps_the_crop(imagenet_tree: Any) -> None:
     data = _photo(imagenet_tree, (1000, 750))
     box = (100, 200, 400, 500)
-    assert min_decode_size(box, 750, 1000, 96) == 180  # a 1/4-scale decode keeps >= 96 px
-    assert min_decode_size(box, 750, 1000, 224) == 0 or min_decode_size(box, 750, 1000, 224) >= 420
+    # the box's 400 px short side needs >= 180 px of the image's 750: a 1/4 decode (188)
+    assert min_decode_size(box, 750, 1000, 96) == 188
+    assert min_decode_size(box, 750, 1000, 224) == 0  # even 1/2 would shrink the box < 224
+    assert min_decode_size((0, 0, 750, 1000), 750, 1000, 224) == 375  # the whole image: 1/2
+    assert decode_rgb(_photo(imagenet_tree, (1000, 750)), min_size=188).shape == (188, 250, 3)
     scaled = decode_crop(data, box, (750, 1000), 96, True)
     full = decode_crop(data, box, (750, 1000), 96, True, scaled=False)
     assert np.abs(scaled.astype(float) - full).mean() < 2.0
