@@ -256,7 +256,7 @@ def main() -> int:
                 f"{np.mean([len(d) for d in datas]) / 1024:.0f} KB"
             )
             if name == "photos":
-                resize_rows = resize_variants(datas[:100], train_jobs)
+                resize_rows = resize_variants(datas[:100], train_jobs[:100])
         files = sets["photos"]
         labels = [i % 3 for i in range(len(files))]
         batch = 8 if args.quick else 32
