@@ -58,6 +58,23 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(state[0]) << 32 | int(state[1])
 
 
+@contextlib.contextmanager
+def _children_allowed() -> Iterator[None]:
+    """Let a daemonic process (a rank started by ``mlbench.testing.run_ranks``, or any
+    ``daemon=True`` parent) start the workers. multiprocessing refuses because a daemon is
+    terminated without running its exit handlers, which would orphan its children; these
+    workers do not depend on those handlers — each polls its parent and exits within a second
+    of the rank's end (``imageworker.main``) — so the flag is lifted for the start only."""
+    config = getattr(mp.current_process(), "_config", {})
+    daemonic = config.get("daemon", False)
+    config["daemon"] = False
+    try:
+        yield
+    finally:
+        if daemonic:
+            config["daemon"] = daemonic
+
+
 class _Pool:
     """The worker processes of one loader: a task queue each, a result pipe each, and what is
     in flight where. Holds no reference to the loader, so the loader's finaliser can own it."""
@@ -77,7 +94,8 @@ class _Pool:
                 name=f"mlbench-image-worker-{w}",
                 daemon=True,
             )
-            proc.start()
+            with _children_allowed():
+                proc.start()
             theirs.close()  # the worker's end lives in the worker only: its death reads as EOF
             self.procs.append(proc)
             self.tasks.append(tasks)
