@@ -165,6 +165,25 @@ def test_a_corrupt_file_is_a_one_line_data_error_in_the_rank(
     assert len(list(zip(range(2), loader, strict=False))) == 2
     loader.close()
     assert _children() == set()
+    Path(files[6]).unlink()  # a file gone since the manifest was written
+    with pytest.raises(DataError, match=r"cannot read image .*6\.JPEG: No such file"):
+        list(loader)
+    loader.close()
+
+
+def test_workers_ignore_ctrl_c(imagenet_tree: Any) -> None:
+    """Ctrl-C reaches the whole process group; the rank handles it, the workers carry on (and
+    end when the rank closes them or exits)."""
+    loader = _loader(imagenet_tree, workers=2, batch_size=2)
+    expect = _all(_loader(imagenet_tree, batch_size=2))
+    it = iter(loader)
+    first = next(it)
+    for proc in loader._pool.procs:  # type: ignore[union-attr]
+        os.kill(proc.pid, signal.SIGINT)
+    rest = list(it)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip([first, *rest], expect, strict=True))
+    assert len(rest) == len(expect) - 1
+    loader.close()
 
 
 def test_a_dead_worker_raises_instead_of_hanging(imagenet_tree: Any) -> None:
