@@ -125,7 +125,8 @@ class _Pool:
         except (EOFError, OSError):
             proc.join(1.0)
             raise DataError(
-                f"image loader worker {worker} exited unexpectedly (exit code {proc.exitcode})"
+                f"image loader worker {worker} exited unexpectedly (exit code {proc.exitcode}; "
+                "killed for memory? fewer data workers need less)"
             ) from None
         done = self.inflight[worker].popleft()
         assert done == header[0], (done, header[0])  # a worker answers its tasks in order
@@ -136,9 +137,6 @@ class _Pool:
         for w in range(len(self.procs)):
             while self.inflight[w]:
                 self.receive(w)
-
-    def alive(self) -> list[Any]:
-        return [p for p in self.procs if p.is_alive()]
 
 
 def _shutdown(pool: _Pool) -> None:
