@@ -15,6 +15,9 @@ worker, so batches change with the worker count. Here:
   they take ``workers x threads`` cores beside the rank). Batch ``b`` goes to worker ``b mod
   workers``, at most ``prefetch`` batches per worker in flight, and comes back in order, so the
   rank sees the same batches whatever the worker count; ``workers=0`` decodes in the rank.
+  A worker writes a batch's pixels into one of its 2 shared-memory slots and sends only a
+  header; the rank copies them out once (16 ms for 256 x 224 px here, against ~100 ms through
+  a pipe). Where /dev/shm has no room (a container's 64 MB default), they cross the pipe.
 * **Randomness** — each sample's crop and flip are drawn from ``(seed, epoch, index of the
   file)`` (:mod:`mlbench.data.imageworker`), not from a worker's stream.
 * **Failures** — a file no decoder reads raises its one-line :class:`DataError` in the rank; a
@@ -36,6 +39,7 @@ import os
 import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
+from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
@@ -79,18 +83,27 @@ class _Pool:
     """The worker processes of one loader: a task queue each, a result pipe each, and what is
     in flight where. Holds no reference to the loader, so the loader's finaliser can own it."""
 
-    def __init__(self, cfg: WorkerConfig, workers: int) -> None:
+    def __init__(self, cfg: WorkerConfig, workers: int, batch_size: int) -> None:
         ctx = mp.get_context("spawn")
+        self.cfg, self.batch_size = cfg, batch_size
         self.procs: list[Any] = []
         self.tasks: list[Any] = []
         self.conns: list[Any] = []
+        self.shms: list[list[Any]] = [[] for _ in range(workers)]
         self.inflight: list[deque[int]] = [deque() for _ in range(workers)]
+        nbytes = batch_size * 3 * cfg.image_size**2
+        if cfg.decode_on == "cpu" and _shm_room(workers * PREFETCH * nbytes):
+            self.shms = [
+                [shared_memory.SharedMemory(create=True, size=nbytes) for _ in range(PREFETCH)]
+                for _ in range(workers)
+            ]
         for w in range(workers):
             tasks = ctx.Queue()
             mine, theirs = ctx.Pipe(duplex=False)
+            names = tuple(shm.name for shm in self.shms[w])
             proc = ctx.Process(
                 target=imageworker.main,
-                args=(cfg, tasks, theirs, os.getpid()),
+                args=(cfg, tasks, theirs, os.getpid(), names, batch_size),
                 name=f"mlbench-image-worker-{w}",
                 daemon=True,
             )
@@ -100,6 +113,13 @@ class _Pool:
             self.procs.append(proc)
             self.tasks.append(tasks)
             self.conns.append(mine)
+
+    def slot(self, batch: int) -> int:
+        """The shared-memory slot of ``batch`` in its worker (-1: none, use the pipe). A
+        worker's slots take its batches in turn, so a slot is free again once the batch
+        ``PREFETCH`` before in the same worker was received — which the rank's bounded
+        submission guarantees."""
+        return (batch // len(self.procs)) % PREFETCH if self.shms[0] else -1
 
     def submit(self, worker: int, task: Task) -> None:
         self.tasks[worker].put(task)  # a feeder thread writes it: put never blocks the rank
@@ -114,7 +134,15 @@ class _Pool:
                 if not proc.is_alive():
                     raise EOFError
             header = conn.recv()
-            if header[1] == "pixels":
+            if header[1] == "slot":
+                slot, shape = header[2]
+                view = imageworker.slot_view(self.shms[worker][slot].buf, self.cfg, self.batch_size)
+                array = into(shape) if into is not None else None
+                if array is not None:
+                    np.copyto(array.numpy(), view[: shape[0]])
+                del view  # no view may outlive the segment (close() refuses)
+                header = (header[0], "pixels", array)
+            elif header[1] == "pixels":
                 if into is None:
                     conn.recv_bytes()
                     header = (header[0], "pixels", None)
@@ -158,7 +186,20 @@ def _shutdown(pool: _Pool) -> None:
         tasks.close()
     for conn in pool.conns:
         conn.close()
-    pool.procs, pool.tasks, pool.conns = [], [], []
+    for shm in (shm for mine in pool.shms for shm in mine):
+        shm.close()
+        shm.unlink()
+    pool.procs, pool.tasks, pool.conns, pool.shms = [], [], [], []
+
+
+def _shm_room(nbytes: int) -> bool:
+    """Whether /dev/shm can hold ``nbytes`` more (a container's default is 64 MB: writing
+    past it kills the writer with SIGBUS, so the pipe is used instead)."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize >= 2 * nbytes
 
 
 class ImageStreamLoader:
@@ -273,7 +314,7 @@ class ImageStreamLoader:
 
     def _pool_started(self) -> _Pool:
         if self._pool is None:
-            self._pool = _Pool(self.cfg, self.workers)
+            self._pool = _Pool(self.cfg, self.workers, self.batch_size)
             self._finalizer = weakref.finalize(self, _shutdown, self._pool)
         return self._pool
 
@@ -336,13 +377,14 @@ class _Epoch:
         b = self.next
         idx, items = self._items(b)
         if ld.workers == 0:
-            result = imageworker.run_task(ld.cfg, (b, self.epoch, items))
+            result = imageworker.run_task(ld.cfg, (b, self.epoch, items, -1))
         else:
             pool = ld._pool_started()
             depth = PREFETCH * ld.workers
             while self.sent < min(self.batches, self.next + depth):
                 _, sent_items = self._items(self.sent)
-                pool.submit(self.sent % ld.workers, (self.sent, self.epoch, sent_items))
+                task = (self.sent, self.epoch, sent_items, pool.slot(self.sent))
+                pool.submit(self.sent % ld.workers, task)
                 self.sent += 1
             try:
                 result = pool.receive(b % ld.workers, ld._pixels)

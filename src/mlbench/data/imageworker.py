@@ -10,8 +10,9 @@ tensors.
 A sample's randomness is a function of ``(seed, epoch, index in the file list)`` alone, so the
 batches are the same whatever the number of workers (or ranks) that decodes them.
 
-Wire format (one duplex pipe per worker, results only, in task order; tasks come on a queue):
-``(batch, "pixels", shape)`` followed by the raw ``uint8`` bytes (``send_bytes``: no pickling, the
+Wire format (one pipe per worker, results only, in task order; tasks come on a queue): ``(batch,
+"slot", (slot, shape))`` when the pixels were written into the task's shared-memory slot, ``(batch,
+"pixels", shape)`` followed by the raw ``uint8`` bytes otherwise (``send_bytes``: no pickling, the
 rank receives them straight into its tensor), ``(batch, "encoded", (datas, boxes, flips))`` for a
 device decode, ``(batch, "data-error", line)`` for a :class:`DataError`, ``(batch, "error",
 traceback)`` for anything else.
@@ -51,8 +52,9 @@ class WorkerConfig:
     threads: int = 1
 
 
-# one task: (batch number, epoch, [(index in the file list, path), ...])
-Task = tuple[int, int, list[tuple[int, str]]]
+# one task: (batch number, epoch, [(index in the file list, path), ...], shared-memory slot
+# for the pixels or -1 to send them through the pipe)
+Task = tuple[int, int, list[tuple[int, str]], int]
 
 
 def sample_box(
@@ -74,10 +76,15 @@ def _read(path: str) -> bytes:
         raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from None
 
 
-def pixels(cfg: WorkerConfig, epoch: int, items: list[tuple[int, str]]) -> np.ndarray:
-    """The batch decoded and augmented on the CPU: ``uint8 [n, 3, S, S]``."""
+def pixels(
+    cfg: WorkerConfig, epoch: int, items: list[tuple[int, str]], out: np.ndarray | None = None
+) -> np.ndarray:
+    """The batch decoded and augmented on the CPU: ``uint8 [n, 3, S, S]`` (written into
+    ``out``'s first ``n`` rows when given: a shared-memory slot)."""
     s = cfg.image_size
-    out = np.empty((len(items), 3, s, s), dtype=np.uint8)
+    if out is None:
+        out = np.empty((len(items), 3, s, s), dtype=np.uint8)
+    out = out[: len(items)]
     for i, (index, path) in enumerate(items):
         data = _read(path)
         original = image_size(data, path)
@@ -102,14 +109,14 @@ def encoded(
     return datas, boxes, flips
 
 
-def run_task(cfg: WorkerConfig, task: Task) -> tuple[Any, ...]:
+def run_task(cfg: WorkerConfig, task: Task, out: np.ndarray | None = None) -> tuple[Any, ...]:
     """One task's result header (and, for pixels, the array to send after it). Also what the
     rank calls itself with ``workers=0``."""
-    batch, epoch, items = task
+    batch, epoch, items = task[:3]
     try:
         if cfg.decode_on == "device":
             return (batch, "encoded", encoded(cfg, epoch, items))
-        return (batch, "pixels", pixels(cfg, epoch, items))
+        return (batch, "pixels", pixels(cfg, epoch, items, out))
     except DataError as exc:
         return (batch, "data-error", str(exc))
     except Exception:
@@ -126,12 +133,35 @@ def limit_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def main(cfg: WorkerConfig, tasks: Any, conn: Any, parent: int) -> None:
+def slot_view(buf: Any, cfg: WorkerConfig, batch_size: int) -> np.ndarray:
+    """A shared-memory slot as the ``uint8 [batch_size, 3, S, S]`` array it holds."""
+    s = cfg.image_size
+    return np.ndarray((batch_size, 3, s, s), dtype=np.uint8, buffer=buf)
+
+
+def main(
+    cfg: WorkerConfig,
+    tasks: Any,
+    conn: Any,
+    parent: int,
+    slots: tuple[str, ...] = (),
+    batch_size: int = 0,
+) -> None:
     """The worker's loop: a task from ``tasks``, its result on ``conn``, until ``None``, or
     until the rank (process ``parent``) is gone — killed outright, it closes nothing, so the
-    worker checks every second that it is still the rank's child and never outlives it."""
+    worker checks every second that it is still the rank's child and never outlives it.
+
+    ``slots``: the names of this worker's shared-memory segments (the rank creates, owns and
+    unlinks them). A task naming a slot has its pixels written there and only a header sent:
+    the rank copies them out once, instead of the bytes crossing a pipe (~400 MB/s here:
+    ~0.1 s for a batch of 256 at 224 px)."""
+    from multiprocessing import shared_memory
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the rank's to handle
     limit_threads(cfg.threads)
+    shms = [shared_memory.SharedMemory(name=name) for name in slots]
+    views = [slot_view(shm.buf, cfg, batch_size) for shm in shms]
+    result: tuple[Any, ...] = ()
     while True:
         try:
             task = tasks.get(timeout=1.0)
@@ -141,9 +171,12 @@ def main(cfg: WorkerConfig, tasks: Any, conn: Any, parent: int) -> None:
             continue
         if task is None:
             break
-        result = run_task(cfg, task)
+        slot = task[3]
+        result = run_task(cfg, task, views[slot] if slot >= 0 else None)
         try:
-            if result[1] == "pixels":
+            if result[1] == "pixels" and slot >= 0:
+                conn.send((result[0], "slot", (slot, result[2].shape)))
+            elif result[1] == "pixels":
                 array = result[2]
                 conn.send((result[0], "pixels", array.shape))
                 conn.send_bytes(memoryview(array).cast("B"))
@@ -151,4 +184,8 @@ def main(cfg: WorkerConfig, tasks: Any, conn: Any, parent: int) -> None:
                 conn.send(result)
         except (BrokenPipeError, EOFError, OSError):
             break
+    result = ()
+    views.clear()  # no array may still point into a segment when it is closed
+    for shm in shms:
+        shm.close()
     conn.close()

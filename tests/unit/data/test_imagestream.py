@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from mlbench.data import imagestream
 from mlbench.data.crops import center_crop_box, decode_crop, image_size
 from mlbench.data.imagestream import ImageStreamLoader, epoch_seed
 from mlbench.data.loader import Loader
@@ -77,8 +78,18 @@ def test_val_order_labels_shapes_and_every_oddity_decodes(imagenet_tree: Any) ->
     assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
 
 
-def test_same_batches_for_any_worker_count_and_seed_dependence(imagenet_tree: Any) -> None:
+def test_same_batches_for_any_worker_count_and_seed_dependence(
+    imagenet_tree: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     runs = [_all(_loader(imagenet_tree, workers=w)) for w in (0, 1, 2)]
+    with monkeypatch.context() as m:  # no room in /dev/shm: the pixels cross the pipe
+        m.setattr(imagestream, "_shm_room", lambda nbytes: False)
+        piped = _loader(imagenet_tree, workers=2)
+        it = iter(piped)
+        first = next(it)
+        assert piped._pool is not None and piped._pool.shms == [[], []]
+        runs.append([first, *it])
+        piped.close()
     assert len(runs[0]) == len(imagenet_tree.train) // 6  # train drops the short batch
     for other in runs[1:]:
         assert len(other) == len(runs[0])
@@ -206,8 +217,11 @@ def test_close_and_garbage_collection_leave_no_workers(imagenet_tree: Any) -> No
     it = iter(loader)
     next(it)  # stop mid-epoch, with batches in flight
     assert len(_children()) == 2
+    segments = [Path("/dev/shm") / shm.name for w in loader._pool.shms for shm in w]  # type: ignore[union-attr]
+    assert len(segments) == 4 and all(p.exists() for p in segments)  # 2 slots per worker
     loader.close()
     assert _children() == set()
+    assert not any(p.exists() for p in segments)  # unlinked
     loader.close()  # idempotent
 
     def abandon() -> None:
@@ -232,7 +246,9 @@ def test_workers_end_with_their_rank(imagenet_tree: Any, how: str) -> None:
             loader = ImageStreamLoader({files!r}, {labels!r}, 2, train=True, rank=0,
                                        world_size=1, seed=0, image_size=16, workers=2)
             next(iter(loader))
-            print(" ".join(str(p.pid) for p in mp.active_children()), flush=True)
+            print(" ".join(str(p.pid) for p in mp.active_children()
+                           if p.name.startswith("mlbench-image")), flush=True)
+            print(" ".join(s.name for w in loader._pool.shms for s in w), flush=True)
             if {how == "kill"!r}:
                 os.kill(os.getpid(), signal.SIGKILL)
         """
@@ -241,8 +257,11 @@ def test_workers_end_with_their_rank(imagenet_tree: Any, how: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
     )
-    pids = [int(p) for p in proc.stdout.split()]
-    assert len(pids) == 2, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2, proc.stderr[-2000:]
+    pids = [int(p) for p in lines[0].split()]
+    segments = [Path("/dev/shm") / name for name in lines[1].split()]
+    assert len(pids) == 2 and len(segments) == 4
 
     def alive(pid: int) -> bool:
         try:
@@ -252,9 +271,13 @@ def test_workers_end_with_their_rank(imagenet_tree: Any, how: str) -> None:
             return False
 
     deadline = time.monotonic() + 5
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+    while time.monotonic() < deadline and (
+        any(alive(p) for p in pids) or any(p.exists() for p in segments)
+    ):
         time.sleep(0.1)
     assert not any(alive(p) for p in pids)
+    # unlinked at exit, or by multiprocessing's resource tracker once a killed rank is gone
+    assert not any(p.exists() for p in segments)
 
 
 def test_skip_and_state_dict(imagenet_tree: Any) -> None:
