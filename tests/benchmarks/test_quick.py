@@ -27,6 +27,7 @@ SCRIPTS = {
     "slurm_startup.py": True,  # starts its own real Slurm (root, slurm-wlm, munge): ~30 s
     "fault_costs.py": True,  # three 2a runs, two of them restarted once: ~40 s
     "failure_cost.py": True,  # a 2-point 2a sweep, one point killed and restarted: ~20 s
+    "image_decode.py": True,  # 80 JPEGs through 4 decoders and the loader: ~5 s
 }
 
 

@@ -63,12 +63,15 @@ def _cifar(cifar_root: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _photo(pixels: np.ndarray, rng: random.Random) -> object:
-    """A CIFAR image upscaled to a random size (48-200 px) and aspect ratio (0.6-1.7)."""
+def _photo(
+    pixels: np.ndarray, rng: random.Random, short_side: tuple[int, int] = (48, 120)
+) -> object:
+    """A CIFAR image upscaled to a random size (shorter side in ``short_side``, 48-200 px by
+    default) and aspect ratio (0.6-1.7)."""
     from PIL import Image
 
     img = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)))
-    short = rng.randint(48, 120)
+    short = rng.randint(*short_side)
     ratio = rng.uniform(0.6, 1.7)
     w, h = (round(short * ratio), short) if ratio >= 1 else (short, round(short / ratio))
     return img.resize((w, h), Image.Resampling.BICUBIC)
@@ -113,8 +116,11 @@ def make_tree(
     val_layout: str = "flat",
     oddities: bool = True,
     seed: int = 0,
+    short_side: tuple[int, int] = (48, 120),
 ) -> ImageNetTree:
-    """Write the tree under ``root`` and return what a reader must find there."""
+    """Write the tree under ``root`` and return what a reader must find there. ``short_side``
+    bounds the pictures' shorter side: small for fast tests; ``benchmarks/image_decode.py``
+    asks for ImageNet's sizes (~400 x 350 on average)."""
     from PIL import Image
 
     assert 1 <= classes <= len(WNIDS) and val_layout in ("flat", "folders")
@@ -130,7 +136,7 @@ def make_tree(
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(train_per_class):
             rel = f"train/{wnid}/{wnid}_{i + 1}.JPEG"
-            _photo(x[pools[c].pop()], rng).save(root / rel, "JPEG", quality=90)  # type: ignore[attr-defined]
+            _photo(x[pools[c].pop()], rng, short_side).save(root / rel, "JPEG", quality=90)  # type: ignore[attr-defined]
             tree.train.append((rel, c))
     val: list[tuple[int, int]] = []  # (cifar index, label)
     for c in range(classes):
@@ -141,7 +147,7 @@ def make_tree(
         name = f"ILSVRC2012_val_{n:08d}.JPEG"
         rel = f"val/{name}" if val_layout == "flat" else f"val/{wnids[c]}/{name}"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        _photo(x[idx], rng).save(root / rel, "JPEG", quality=90)  # type: ignore[attr-defined]
+        _photo(x[idx], rng, short_side).save(root / rel, "JPEG", quality=90)  # type: ignore[attr-defined]
         tree.val.append((rel, c))
         gt_lines.append(f"{tree.ilsvrc_ids[wnids[c]]}\n")
     if val_layout == "flat":

@@ -154,18 +154,23 @@ def start_clock(tr: _Trainer, resuming: bool) -> None:
 
 def finish_resume(tr: _Trainer, state: dict[str, Any] | None, batches: Any, consumed: int) -> int:
     """The resumed attempt's last preparations before its first step: replay the epoch's
-    ``consumed`` steps' batches (the loader's generators then stand where they stood when
-    those batches were drawn: the loop's one-group look-ahead is drawn again by the next
-    step), restore the task's carried state and the process RNGs, continue the train-time
-    clock with the restarts' cost, and say so in the events. Returns the steps done in the
-    current epoch."""
+    ``consumed`` steps' batches (the loader's generators then stand where they stood when those
+    batches were drawn: the loop's one-group look-ahead is drawn again by the next step; an
+    iterator with ``skip(n)``, whose batches are a function of their position, moves past them
+    without producing them — ImageStreamLoader would otherwise decode them all), restore the
+    task's carried state and the process RNGs, continue the train-time clock with the restarts'
+    cost, and say so in the events. Returns the steps done in the current epoch."""
     if batches is not None:
-        for _ in range(consumed):
-            if tr._fetch(batches) is None:
-                raise CheckpointError(
-                    f"the training loader ran out while replaying {consumed} steps of "
-                    "the resumed epoch: it does not yield what it yielded before"
-                )
+        skip = getattr(batches, "skip", None)  # a streaming loader's replay without decoding
+        if callable(skip):
+            replayed = skip(consumed * tr._accumulate) == consumed * tr._accumulate
+        else:
+            replayed = all(tr._fetch(batches) is not None for _ in range(consumed))
+        if not replayed:
+            raise CheckpointError(
+                f"the training loader ran out while replaying {consumed} steps of "
+                "the resumed epoch: it does not yield what it yielded before"
+            )
     if state is not None:
         tr.task.load_state_dict(ckpt.to_device(state["task_state"], tr.dist.device))
         ckpt.set_rng_state(state["rng"], tr.dist.device)
