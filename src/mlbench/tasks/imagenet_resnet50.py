@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlbench.config import BATCH_MAX, param, section
+from mlbench.config import BATCH_MAX, STEPS_MAX, param, section
 from mlbench.errors import ConfigError
 from mlbench.tasks.base import (
     DataConfig,
@@ -82,6 +82,19 @@ class ImageNetData(DataConfig):
         minimum=0,
         maximum=BATCH_MAX,
         help="validation images per worker; 0 = auto: 256 on a GPU, 32 on a CPU",
+    )
+    train_samples: int | None = param(
+        None,
+        minimum=1,
+        maximum=STEPS_MAX,
+        help="use only N training images, spread evenly over the class-sorted list so every "
+        "class keeps its share (non-official)",
+    )
+    val_samples: int | None = param(
+        None,
+        minimum=1,
+        maximum=STEPS_MAX,
+        help="use only N validation images, spread evenly (non-official)",
     )
     image_size: int = param(224, minimum=8, help="side of the square crop the model sees")
     resize_size: int = param(
