@@ -14,11 +14,12 @@ the baseline MLPerf's ResNet reference follows:
   lr starts at 0.1 · B/256. (Some implementations warm up from 0; Goyal's start is kept.)
 * Step decay ×0.1 at epochs 30, 60 and 80 of 90 (§5.1), no label smoothing.
 * Batch 256 images per worker on a GPU (Goyal et al. used 32 per GPU with BN statistics over
-  those 32; 256 per worker is MLPerf's reference setting and this issue's spec). On a CPU the
-  default is 32 per worker: ResNet-50 at 224 px keeps ~100 MB of activations per training image
-  alive through backward, so 256 would need ~25 GB per rank. ``data.batch_size = 0`` (the
-  default) means exactly this device-dependent choice; the value used is written to the run's
-  events (``batch_size``), and the lr follows the batch actually used through the scaling rule.
+  those 32; 256 per worker is MLPerf's reference setting and this task's spec). On a CPU the
+  default is 32 per worker: ResNet-50 at 224 px keeps ~120 MB of activations per training image
+  alive through backward (fp32, measured), so 256 would need ~30 GB per rank and 32 need ~4 GB.
+  ``data.batch_size = 0`` (the default) means exactly this device-dependent choice; the value
+  used is written to the run's events (``batch_size``), and the lr follows the batch actually
+  used through the scaling rule.
 * Training augmentation: RandomResizedCrop 224 (scale 0.08–1, ratio 3/4–4/3) + horizontal flip;
   validation: resize the shorter side to 256, centre crop 224; both normalised with ImageNet's
   channel mean/std. ResNet-50 v1.5 with the last BN γ of each block initialised to 0
@@ -264,7 +265,7 @@ class ImageNetResNet50(Task):
         "The original MLBench never finished 1b; the recipe is Goyal et al. 2017's baseline "
         "(MLPerf's reference follows it) and the target MLPerf's 75.9 % top-1.",
         "data.batch_size 0 (the default) is 256 images per worker on a GPU, the spec, and 32 "
-        "on a CPU, where 256 would not fit (~100 MB of activations per image); the value used "
+        "on a CPU, where 256 would not fit (~120 MB of activations per image); the value used "
         "is in the run's events (batch_size) and the lr follows it (0.1 per 256 images), so a "
         "CPU run is the same recipe at a smaller global batch. Setting it explicitly makes the "
         "run non-official.",
