@@ -158,6 +158,54 @@ def test_normalized_loader_converts_and_forwards():
     assert inner.closed
 
 
+class SkippingIter:
+    """A streaming loader's epoch: ``skip`` moves on without producing the batches."""
+
+    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.batches, self.next, self.produced = batches, 0, 0
+
+    def __iter__(self) -> SkippingIter:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.next >= len(self.batches):
+            raise StopIteration
+        self.next += 1
+        self.produced += 1
+        return self.batches[self.next - 1]
+
+    def skip(self, n: int) -> int:
+        count = min(n, len(self.batches) - self.next)
+        self.next += count
+        return count
+
+
+class StreamingStub(Stub):
+    def __iter__(self) -> SkippingIter:
+        self.current = SkippingIter(self.batches)
+        return self.current
+
+
+def test_a_resumed_epoch_skips_through_the_wrapper():
+    """train/resume.py replays a resumed epoch's done batches with ``skip(n)`` when the
+    iterator has it: the wrapper must not hide the streaming loader's."""
+    pixels = [torch.full((1, 3, 2, 2), i, dtype=torch.uint8) for i in range(5)]
+    batches = [(x, torch.tensor([i])) for i, x in enumerate(pixels)]
+    inner = StreamingStub(batches)
+    it = iter(NormalizedLoader(inner, MEAN, STD))
+    streaming = inner.current
+    assert it.skip(3) == 3 and streaming.produced == 0  # moved on without producing
+    x, y = next(it)
+    assert y.tolist() == [3] and streaming.produced == 1
+    assert x.dtype == torch.float32  # what is produced is normalised
+    assert it.skip(9) == 1  # only one was left
+    # an inner iterator without skip: drawn and dropped
+    plain = iter(NormalizedLoader(Stub(batches), MEAN, STD))
+    assert plain.skip(4) == 4
+    assert next(plain)[1].tolist() == [4]
+    assert plain.skip(2) == 0
+
+
 def test_optimizer_exempts_batch_norm_from_weight_decay():
     task = get_task("imagenet-resnet50")
     cfg = task.default_config()

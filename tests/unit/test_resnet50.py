@@ -96,3 +96,12 @@ def test_without_zero_init_a_block_is_not_its_shortcut():
     x = torch.relu(torch.randn(4, 256, 16, 16))
     with torch.no_grad():
         assert not torch.allclose(block(x), x)
+
+
+def test_a_narrow_model_keeps_the_structure():
+    narrow = ResNet50(10, width=8)
+    wide = ResNet50(10)
+    assert len(_blocks(narrow)) == len(_blocks(wide))
+    assert narrow.fc.in_features == 8 * 8 * 4  # width·2^3·expansion
+    assert _params(narrow) < _params(wide) / 50
+    assert narrow(torch.randn(2, 3, 32, 32)).shape == (2, 10)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-#: bottleneck blocks per stage, and the stages' inner widths (output = 4x)
+#: bottleneck blocks per stage; stage i's inner width is width·2^i (64, 128, 256, 512), its
+#: output 4x that
 LAYERS = (3, 4, 6, 3)
-WIDTHS = (64, 128, 256, 512)
 EXPANSION = 4
 
 
@@ -54,20 +54,25 @@ class Bottleneck(nn.Module):
 
 
 class ResNet50(nn.Module):
-    """ResNet-50 v1.5. ``zero_init_residual``: start each block's last BN γ at 0 (Goyal et al.)."""
+    """ResNet-50 v1.5. ``zero_init_residual``: start each block's last BN γ at 0 (Goyal et al.).
+    ``width``: the stem's and first stage's channels, 64 for ResNet-50; a smaller one keeps the
+    depth and every structural feature at a fraction of the cost (tests, not benchmarks)."""
 
-    def __init__(self, num_classes: int = 1000, *, zero_init_residual: bool = True) -> None:
+    def __init__(
+        self, num_classes: int = 1000, *, zero_init_residual: bool = True, width: int = 64
+    ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         stages: list[nn.Module] = []
-        cin = 64
-        for i, (blocks, width) in enumerate(zip(LAYERS, WIDTHS, strict=True)):
+        cin = width
+        for i, blocks in enumerate(LAYERS):
+            inner = width * 2**i
             stage: list[nn.Module] = []
             for j in range(blocks):
-                stage.append(Bottleneck(cin, width, 2 if (i > 0 and j == 0) else 1))
-                cin = width * EXPANSION
+                stage.append(Bottleneck(cin, inner, 2 if (i > 0 and j == 0) else 1))
+                cin = inner * EXPANSION
             stages.append(nn.Sequential(*stage))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Linear(cin, num_classes)

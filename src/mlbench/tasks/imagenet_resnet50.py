@@ -34,8 +34,9 @@ phase (:class:`NormalizedLoader`).
 
 from __future__ import annotations
 
+import itertools
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -104,11 +105,11 @@ class ImageNetData(DataConfig):
     workers: int = param(
         2,
         open=True,
-        minimum=1,
+        minimum=0,
         maximum=256,
-        help="loader processes per rank (read, decode, augment). 2 keeps a GPU fed when it "
-        "decodes itself and a CPU rank (tens of images/s) many times over, without taking the "
-        "cores training runs on; raise it for CPU decoding on a GPU",
+        help="loader processes per rank (read, decode, augment; 0: in the rank itself). 2 keep "
+        "a GPU fed when it decodes itself and a CPU rank (a few images/s per core) many times "
+        "over, without taking the cores training runs on; raise it for CPU decoding on a GPU",
     )
     threads: int = param(
         1, open=True, minimum=1, maximum=256, help="threads per loader process (decode, resize)"
@@ -127,6 +128,12 @@ class ImageNetData(DataConfig):
 class ResNet50Config:
     zero_init_residual: bool = param(
         True, help="start each block's last BN γ at 0 (Goyal et al. §5.1)"
+    )
+    width: int = param(
+        64,
+        minimum=1,
+        maximum=1024,
+        help="channels of the stem and first stage (64: ResNet-50; smaller: tests only)",
     )
 
 
@@ -223,9 +230,8 @@ class NormalizedLoader:
         scale, shift = self._scale_shift(x.device)
         return x.float().mul_(scale).sub_(shift)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for x, y in self.inner:
-            yield self.normalize(x), y
+    def __iter__(self) -> _Normalizing:
+        return _Normalizing(iter(self.inner), self.normalize)
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -250,6 +256,28 @@ class NormalizedLoader:
         close = getattr(self.inner, "close", None)
         if callable(close):
             close()
+
+
+class _Normalizing:
+    """One pass of a :class:`NormalizedLoader`. ``skip(n)`` is the wrapped iterator's when it
+    has one: a resumed epoch replays its done batches through it, and a streaming loader moves
+    past them without decoding (``train/resume.py``); otherwise they are drawn and dropped."""
+
+    def __init__(self, inner: Iterator[Any], normalize: Callable[[Any], Any]) -> None:
+        self.inner, self.normalize = inner, normalize
+
+    def __iter__(self) -> _Normalizing:
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = next(self.inner)
+        return self.normalize(x), y
+
+    def skip(self, n: int) -> int:
+        own = getattr(self.inner, "skip", None)
+        if callable(own):
+            return int(own(n))
+        return sum(1 for _ in itertools.islice(self.inner, n))
 
 
 class ImageNetResNet50(Task):
@@ -362,7 +390,8 @@ class ImageNetResNet50(Task):
         from mlbench.models.resnet50 import ResNet50
 
         assert isinstance(cfg, ImageNetConfig)
-        return ResNet50(facts["classes"], zero_init_residual=cfg.model.zero_init_residual)
+        m = cfg.model
+        return ResNet50(facts["classes"], zero_init_residual=m.zero_init_residual, width=m.width)
 
     def global_batch(self, cfg: RunConfig, world_size: int, device: torch.device) -> int:
         """Images per optimizer step over all ranks, with the batch size ``device`` resolves."""
