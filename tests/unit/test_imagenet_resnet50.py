@@ -348,7 +348,7 @@ def stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeIndex:
     index = FakeIndex(
         tmp_path / "ILSVRC",
         wnids,
-        tuple((f"train/{w}/{w}_{j}.JPEG", c) for c, w in enumerate(wnids) for j in range(8)),
+        tuple((f"train/{w}/{w}_{j}.JPEG", c) for c, w in enumerate(wnids) for j in range(32)),
         tuple((f"val/ILSVRC2012_val_{j:08d}.JPEG", j % 5) for j in range(1, 12)),
     )
     imagenet = types.ModuleType("mlbench.data.imagenet")
@@ -365,8 +365,8 @@ def stand_ins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeIndex:
 def test_prepare_data_counts_limits_and_flags_a_small_set(stand_ins, tmp_path):
     task, cfg = resolve_config("imagenet-resnet50", overrides=[f"data.dir={tmp_path}"])
     info = task.prepare_data(cfg)
-    assert (info.train_size, info.val_size) == (40, 11)
-    assert len(info.issues) == 1 and "5 classes, 40 train / 11 val" in info.issues[0]
+    assert (info.train_size, info.val_size) == (160, 11)
+    assert len(info.issues) == 1 and "5 classes, 160 train / 11 val" in info.issues[0]
     assert "1000 / 1281167 / 50000" in info.issues[0]
     limited = apply_overrides(cfg, ["data.train_samples=10", "data.val_samples=100"])
     info = task.prepare_data(limited)
@@ -376,7 +376,7 @@ def test_prepare_data_counts_limits_and_flags_a_small_set(stand_ins, tmp_path):
 def test_build_data_resolves_batch_and_decoder_and_normalises(stand_ins, tmp_path):
     task, cfg = resolve_config(
         "imagenet-resnet50",
-        overrides=[f"data.dir={tmp_path}", "data.train_samples=20", "data.image_size=16"],
+        overrides=[f"data.dir={tmp_path}", "data.train_samples=80", "data.image_size=16"],
     )
     ctx = DistContext(rank=1, world_size=2, local_rank=1, backend="gloo", device=ONE.device)
     data = task.build_data(cfg, ctx)  # type: ignore[attr-defined]
@@ -393,9 +393,9 @@ def test_build_data_resolves_batch_and_decoder_and_normalises(stand_ins, tmp_pat
             "device": ONE.device,
             "decode_on": "cpu",
         }
-    # 20 of the 40 class-sorted training images, spread over all 5 classes; rank 1's half
+    # 80 of the 160 class-sorted training images, spread over all 5 classes; rank 1's half
     assert sorted(set(train_stream.labels)) == [0, 1, 2, 3, 4]
-    assert len(train_stream.files) == 10
+    assert len(train_stream.files) == 40
     assert all(f.startswith(str(stand_ins.source)) for f in train_stream.files)
     assert data.facts == {"classes": 5}
     assert isinstance(data.train, NormalizedLoader) and isinstance(data.val, NormalizedLoader)
@@ -439,3 +439,16 @@ def test_a_run_through_the_loop_records_the_resolved_batch(stand_ins, tmp_path):
     recorded = {e["name"]: e["value"] for e in read_events(run_dir / "rank-0.jsonl")}
     assert recorded["batch_size"] == 4 and recorded["val_batch_size"] == 32
     assert recorded["decode_on_device"] == 0
+
+
+def test_a_shard_smaller_than_the_automatic_batch_is_a_one_line_error(stand_ins, tmp_path):
+    """40 training images on 2 CPU workers: 20 each, fewer than the 32 that 0 resolves to. The
+    launcher's check cannot know the automatic size; build_data says it, naming the cause."""
+    task, cfg = resolve_config(
+        "imagenet-resnet50", overrides=[f"data.dir={tmp_path}", "data.train_samples=40"]
+    )
+    ctx = DistContext(rank=0, world_size=2, local_rank=0, backend="gloo", device=ONE.device)
+    with pytest.raises(ConfigError, match=r"gets 20 training images.*one step of 32 \(data"):
+        task.build_data(cfg, ctx)  # type: ignore[attr-defined]
+    fits = apply_overrides(cfg, ["data.batch_size=20"])
+    assert len(task.build_data(fits, ctx).train) == 1  # type: ignore[attr-defined]

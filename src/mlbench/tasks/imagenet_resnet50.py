@@ -359,6 +359,8 @@ class ImageNetResNet50(Task):
         ):
             files, labels = index.files(split)
             keep = spread(len(files), limit)
+            if train:
+                self._check_shard(cfg, len(keep), batch, dist)
             loader = ImageStreamLoader(
                 [files[i] for i in keep],
                 [labels[i] for i in keep],
@@ -385,6 +387,22 @@ class ImageNetResNet50(Task):
                 "decode_on_device": 1.0 if decode_on == "device" else 0.0,
             },
         )
+
+    def _check_shard(self, cfg: RunConfig, images: int, batch: int, dist: DistContext) -> None:
+        """The launcher checks a shard holds one step with ``data.batch_size`` as configured;
+        an automatic batch is only known here, on the device — so check again, naming it."""
+        need = batch * self.accumulation(cfg, dist.world_size)
+        per_rank = images // dist.world_size
+        if per_rank < need:
+            auto = (
+                f" (data.batch_size 0: {batch} on {dist.device.type})"
+                if not cfg.data.batch_size
+                else ""
+            )
+            raise ConfigError(
+                f"each of {dist.world_size} workers gets {per_rank} training images, fewer than "
+                f"one step of {need}{auto}; set a smaller data.batch_size"
+            )
 
     def build_model(self, cfg: RunConfig, facts: dict[str, Any]) -> torch.nn.Module:
         from mlbench.models.resnet50 import ResNet50
