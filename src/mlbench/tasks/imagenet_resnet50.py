@@ -4,9 +4,8 @@
 The recipe is Goyal et al. 2017 ("Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour"),
 the baseline MLPerf's ResNet reference follows:
 
-* SGD, momentum 0.9, weight decay 1e-4 — not on the batch-norm γ and β (Goyal et al. §5.1:
-  "we do not apply weight decay on the learnable BN coefficients"); ``optim.bn_weight_decay``
-  turns it on for all parameters.
+* SGD, momentum 0.9, weight decay 1e-4 — not on the batch-norm γ and β, which Goyal et al.
+  (§5.1) exempt; ``optim.bn_weight_decay`` decays every parameter.
 * The linear scaling rule (§2.1): lr = 0.1 · B/256 for a global batch of B images
   (B = ``data.batch_size`` · k · ``train.accumulate``).
 * Gradual warm-up (§2.2) over the first 5 epochs, linear per step from 0.1 — the lr of the
