@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 TASKS: dict[str, str] = {
     "comm-backend": "mlbench.tasks.comm_backend:CommBackend",
     "cifar10-resnet20": "mlbench.tasks.cifar10_resnet20:Cifar10ResNet20",
+    "imagenet-resnet50": "mlbench.tasks.imagenet_resnet50:ImageNetResNet50",
     "epsilon-logreg": "mlbench.tasks.epsilon_logreg:EpsilonLogReg",
     "wikitext2-lstm": "mlbench.tasks.wikitext2_lstm:WikiText2LSTM",
     "wmt16-gnmt": "mlbench.tasks.wmt16_gnmt:WMT16GNMT",

@@ -10,6 +10,9 @@ weights from a trigger on the validation loss.
 reduce-on-plateau on validation loss. Warm-up is applied per step (linear from
 the base lr to the scaled lr); once warm-up is over, torch's ``ReduceLROnPlateau`` owns the lr and
 is stepped at each evaluation.
+
+:class:`WarmupMultiStep` is task 1b's: the same linear warm-up (:func:`linear_warmup`), then
+×factor at fixed milestones (ImageNet's step decay at epochs 30, 60, 80).
 """
 
 from __future__ import annotations
@@ -57,6 +60,14 @@ def warmup_epochs(rule: str, fixed: float, world_size: int) -> float:
     raise ValueError(f"unknown warm-up rule {rule!r}")
 
 
+def linear_warmup(step: int, warmup_steps: int, start: float, peak: float) -> float:
+    """The lr before optimizer step ``step`` of a linear warm-up from ``start`` (step 0) that
+    reaches ``peak`` at ``warmup_steps``; ``peak`` from then on."""
+    if step >= warmup_steps:
+        return peak
+    return start + step / warmup_steps * (peak - start)
+
+
 class LRSchedule:
     def __init__(
         self,
@@ -100,8 +111,7 @@ class LRSchedule:
     def on_step(self, step: int) -> None:
         """Called before optimizer step ``step`` (0-based)."""
         if step < self.warmup_steps:
-            frac = step / self.warmup_steps
-            self._set(self.start_lr + frac * (self.peak_lr - self.start_lr))
+            self._set(linear_warmup(step, self.warmup_steps, self.start_lr, self.peak_lr))
         elif step == self.warmup_steps and self.warmup_steps > 0:
             self._set(self.peak_lr)
 
@@ -317,3 +327,35 @@ class InverseSqrt(StepFunction):
         if n <= self.warmup_steps:
             return self.base_lr * n / self.warmup_steps
         return self.base_lr * math.sqrt(self.warmup_steps / n)
+
+
+class WarmupMultiStep(StepFunction):
+    """Task 1b's schedule (Goyal et al. 2017, the ImageNet baseline MLPerf's reference follows):
+    linear warm-up from ``start_lr`` to ``peak_lr`` over ``warmup_steps``, then ``peak_lr`` ×
+    ``factor`` for every milestone passed (``milestones``: steps, ascending; ImageNet's are
+    epochs 30, 60, 80 of 90, converted by the task). A milestone inside the warm-up already
+    counts once the warm-up is over. A function of the step alone, counted in applied updates
+    (:class:`StepFunction`), so a checkpoint needs no state.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        start_lr: float,
+        peak_lr: float,
+        warmup_steps: int,
+        milestones: Iterable[int],
+        factor: float,
+    ) -> None:
+        self.optimizer = optimizer
+        self.start_lr, self.peak_lr, self.warmup_steps = start_lr, peak_lr, warmup_steps
+        self.milestones = sorted(milestones)
+        self.factor = factor
+        self.on_step(0)
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return linear_warmup(step, self.warmup_steps, self.start_lr, self.peak_lr)
+        passed = sum(1 for m in self.milestones if step >= m)
+        return self.peak_lr * self.factor**passed

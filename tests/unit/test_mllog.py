@@ -19,13 +19,24 @@ from mlbench.telemetry.events import make_record
 T0 = 1_700_000_000.0
 
 
-def _run_dir(tmp_path: Path, *, reached: bool = True, official: bool = False) -> Path:
+def _run_dir(
+    tmp_path: Path,
+    *,
+    reached: bool = True,
+    official: bool = False,
+    batch_size: int = 50,
+    resolved_batch: int | None = None,
+) -> Path:
     run = tmp_path / "run"
     run.mkdir()
     events = [
         ("resource", "cpu_percent", 0.0, 0, 0.0, 0.0),
         ("event", "steps_per_epoch", 10, 0, 0.0, 2.0),
         ("event", "planned_steps", 20, 0, 0.0, 2.0),
+    ]
+    if resolved_batch is not None:  # what a task resolved on the device (1b: 0 = auto)
+        events.append(("event", "batch_size", resolved_batch, 0, 0.0, 2.0))
+    events += [
         ("event", "start", 0, 0, 0.0, 2.0),
         ("train", "loss", 0.7, 10, 1.0, 3.0),
         ("event", "epoch_end", 1, 10, 1.0, 3.5),
@@ -49,7 +60,7 @@ def _run_dir(tmp_path: Path, *, reached: bool = True, official: bool = False) ->
         "seed": 7,
         "goal": "light",
         "train": {"accumulate": 1},
-        "data": {"batch_size": 50},
+        "data": {"batch_size": batch_size},
         "optim": {"lr": 4.0, "momentum": 0.0},
     }
     rank = {
@@ -150,3 +161,11 @@ def test_another_mlperf_name_is_checked_against_its_rules(tmp_path: Path) -> Non
     low.write_text(log.read_text().replace('"value": 0.85', '"value": 0.7'))
     ok, messages = mllog.check(low)
     assert not ok and "0.7590" in messages
+
+
+def test_global_batch_from_the_batch_size_the_task_resolved(tmp_path: Path) -> None:
+    """1b's data.batch_size 0 means "auto" (256 on a GPU, 32 on a CPU): the log's global batch
+    is the resolved size the run recorded × 2 workers, not 0."""
+    run = _run_dir(tmp_path, batch_size=0, resolved_batch=32)
+    by_key = {r["key"]: r for r in _parse(mllog.build_lines(run))}
+    assert by_key["global_batch_size"]["value"] == 64

@@ -23,6 +23,7 @@ def test_task_names():
     builtins = [
         "comm-backend",
         "cifar10-resnet20",
+        "imagenet-resnet50",
         "epsilon-logreg",
         "wikitext2-lstm",
         "wmt16-gnmt",
@@ -36,6 +37,7 @@ def test_task_names():
     ("name", "task_id"),
     [
         ("cifar10-resnet20", "1a"),
+        ("imagenet-resnet50", "1b"),
         ("epsilon-logreg", "2a"),
         ("wikitext2-lstm", "3a"),
         ("wmt16-gnmt", "4a"),

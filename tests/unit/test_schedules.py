@@ -239,3 +239,75 @@ def test_inverse_sqrt_linear_warmup_then_decay() -> None:
     assert s.lr_at(3999) == pytest.approx(1.976e-3 * 0.5)  # √(1000/4000)
     s.on_step(3999)
     assert opt.param_groups[0]["lr"] == pytest.approx(1.976e-3 * 0.5)
+
+
+def test_linear_warmup_shape() -> None:
+    from mlbench.schedules import linear_warmup
+
+    assert linear_warmup(0, 4, 0.1, 0.5) == pytest.approx(0.1)
+    assert linear_warmup(2, 4, 0.1, 0.5) == pytest.approx(0.3)
+    assert linear_warmup(4, 4, 0.1, 0.5) == pytest.approx(0.5)
+    assert linear_warmup(9, 4, 0.1, 0.5) == pytest.approx(0.5)
+    assert linear_warmup(0, 0, 0.1, 0.5) == pytest.approx(0.5)  # no warm-up: the peak
+
+
+def test_warmup_multistep_warmup_then_tenfold_drops() -> None:
+    """1b's shape: linear from start to peak over the warm-up, ×0.1 at each milestone."""
+    from mlbench.schedules import WarmupMultiStep
+
+    opt = _opt()
+    s = WarmupMultiStep(
+        opt, start_lr=0.1, peak_lr=0.5, warmup_steps=4, milestones=[30, 10, 20], factor=0.1
+    )
+    assert _lrs(opt) == pytest.approx([0.1, 0.1])  # set at construction, in every group
+    expected = {1: 0.2, 3: 0.4, 4: 0.5, 9: 0.5, 10: 0.05, 19: 0.05, 20: 0.005, 30: 0.0005}
+    for step, lr in expected.items():
+        s.on_step(step)
+        assert _lrs(opt) == pytest.approx([lr, lr]), step
+    s.on_eval(123.0, 31)  # evaluations change nothing
+    assert s.lr == pytest.approx(0.0005)
+    assert s.counts_applied_steps  # an fp16 overflow step does not advance it
+
+
+def test_warmup_multistep_milestone_inside_the_warmup_counts_after_it() -> None:
+    from mlbench.schedules import WarmupMultiStep
+
+    s = WarmupMultiStep(
+        _sgd(), start_lr=0.0, peak_lr=1.0, warmup_steps=10, milestones=[5], factor=0.5
+    )
+    assert s.lr_at(5) == pytest.approx(0.5)  # still warming up
+    assert s.lr_at(10) == pytest.approx(0.5)  # peak × 0.5: the milestone is behind
+
+
+@pytest.mark.parametrize(
+    ("k", "batch", "start", "peak"),
+    [
+        # Goyal et al.: 0.1 per 256 images; warm-up from 0.1 to the scaled lr
+        (16, 256, 0.1, 1.6),
+        (1, 256, 0.1, 0.1),
+        # a CPU's auto batch of 32 on 2 workers: 0.025, below 0.1, nothing to warm up to
+        (2, 0, 0.025, 0.025),
+    ],
+)
+def test_imagenet_reference_schedule(k: int, batch: int, start: float, peak: float) -> None:
+    task = get_task("imagenet-resnet50")
+    cfg = task.default_config()
+    cfg.data.batch_size = batch
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    opt = task.build_optimizer(cfg, model, k)
+    steps = 100  # per epoch
+    s = task.build_schedule(cfg, opt, k, steps_per_epoch=steps)
+    assert s.lr == pytest.approx(start)
+    expected = {
+        250: start + 0.5 * (peak - start),  # halfway through the 5-epoch warm-up
+        500: peak,
+        2999: peak,
+        3000: peak * 0.1,  # epoch 30
+        6000: peak * 0.01,  # epoch 60
+        7999: peak * 0.01,
+        8000: peak * 0.001,  # epoch 80
+        8999: peak * 0.001,  # the last step of epoch 90
+    }
+    for step, lr in expected.items():
+        s.on_step(step)
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([lr, lr]), step

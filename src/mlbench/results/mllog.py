@@ -216,8 +216,12 @@ def build_lines(
     log("point", c.SUBMISSION_STATUS, status, t0, first)
     log("point", c.SUBMISSION_BENCHMARK, bench_name, t0, first)
     log("point", c.SEED, result["config"].get("seed", env.get("seed")), t0, first)
+    config = result["config"]
+    if (batch := events.get(("event", "batch_size"))) is not None:
+        # a batch size the task resolved on its device (1b: data.batch_size 0 = auto)
+        config = {**config, "data": {**config.get("data", {}), "batch_size": int(batch["value"])}}
     for key, value in _hyperparameters(
-        task, result["config"], planned, int(result.get("world_size") or 1)
+        task, config, planned, int(result.get("world_size") or 1)
     ).items():
         value, meta = value if isinstance(value, tuple) else (value, {})
         log("point", key, value, start["time"], start, **meta)

@@ -247,11 +247,16 @@ class DataInfo:
 @dataclass
 class TaskData:
     """What ``build_data`` gives the loop: this rank's loaders and the facts the model needs
-    (vocabulary size, feature count) — passed on to ``build_model`` instead of through ``self``."""
+    (vocabulary size, feature count) — passed on to ``build_model`` instead of through ``self``.
+
+    ``recorded``: values the task resolved on this rank that the config file does not show
+    (1b: the batch size ``0`` = auto became on this device); the loop writes each as an
+    ``event`` record at the start of training, so the run's events say what actually ran."""
 
     train: Loader
     val: Any
     facts: dict[str, Any] = field(default_factory=dict)
+    recorded: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

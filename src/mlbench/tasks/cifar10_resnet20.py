@@ -22,7 +22,7 @@ from mlbench.tasks.base import (
     TrainConfig,
     seed_param,
 )
-from mlbench.tasks.common import SGDConfig, SGDTask
+from mlbench.tasks.common import SGDConfig, SGDTask, classification_metrics
 
 if TYPE_CHECKING:
     import torch
@@ -171,23 +171,4 @@ class Cifar10ResNet20(SGDTask):
         return torch.nn.functional.cross_entropy(output, batch[1])
 
     def evaluate(self, model: torch.nn.Module, val: Any, dist: DistContext) -> dict[str, float]:
-        import torch
-
-        from mlbench.metrics.classification import global_sums, topk_correct
-
-        sums = [0.0, 0.0, 0.0, 0.0]  # loss·n, top1 hits, top5 hits, n
-        with torch.no_grad():
-            for x, y in val:
-                logits = model(x)
-                loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
-                top1, top5 = topk_correct(logits, y, (1, 5))
-                for i, v in enumerate((float(loss), top1, top5, len(y))):
-                    sums[i] += v
-        loss_sum, top1_sum, top5_sum, n = global_sums(sums, dist)
-        n = max(n, 1.0)
-        return {
-            "loss": loss_sum / n,
-            "top1": 100.0 * top1_sum / n,
-            "top5": 100.0 * top5_sum / n,
-            "samples": n,
-        }
+        return classification_metrics(model, val, dist)

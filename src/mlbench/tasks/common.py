@@ -1,10 +1,11 @@
-"""Config sections and builders shared by tasks that train with SGD + plateau schedules."""
+"""Config sections and builders shared by tasks that train with SGD + plateau schedules, and the
+validation of the image classifiers (1a, 1b)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mlbench.config import param
 from mlbench.tasks.base import RunConfig, Task
@@ -12,6 +13,7 @@ from mlbench.tasks.base import RunConfig, Task
 if TYPE_CHECKING:
     import torch
 
+    from mlbench.dist import DistContext
     from mlbench.schedules import LRSchedule
 
 
@@ -101,3 +103,32 @@ class SGDTask(Task):
         return build_sgd_schedule(
             self._optim(cfg), optimizer, world_size, steps_per_epoch, lr_scale
         )
+
+
+def classification_metrics(model: torch.nn.Module, val: Any, dist: DistContext) -> dict[str, float]:
+    """Cross-entropy loss, top-1 and top-5 (%) over every validation image of every rank.
+
+    ``val`` yields ``(inputs, labels)`` ready for the model. The per-rank counts are summed over
+    ranks before dividing, so the figures are over the whole validation set for any k (shards
+    that differ in size by one image included), never a mean of per-rank ratios.
+    """
+    import torch
+
+    from mlbench.metrics.classification import global_sums, topk_correct
+
+    sums = [0.0, 0.0, 0.0, 0.0]  # loss·n, top1 hits, top5 hits, n
+    with torch.no_grad():
+        for x, y in val:
+            logits = model(x)
+            loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+            top1, top5 = topk_correct(logits, y, (1, 5))
+            for i, v in enumerate((float(loss), top1, top5, len(y))):
+                sums[i] += v
+    loss_sum, top1_sum, top5_sum, n = global_sums(sums, dist)
+    n = max(n, 1.0)
+    return {
+        "loss": loss_sum / n,
+        "top1": 100.0 * top1_sum / n,
+        "top5": 100.0 * top5_sum / n,
+        "samples": n,
+    }

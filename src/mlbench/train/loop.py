@@ -243,6 +243,8 @@ class _Trainer:
             planned = min(planned, tc.max_steps)
         self.emit("event", "steps_per_epoch", steps_per_epoch)
         self.emit("event", "planned_steps", planned)
+        for name, value in data.recorded.items():
+            self.emit("event", name, value)
 
         resuming = os.environ.get(RESUME_ENV) == "1"
         state = resume.load_latest(self) if resuming else None
