@@ -47,6 +47,7 @@ def real_data() -> Path:
         marker.write_text("ok\n")
     _ensure_wikitext2(dest)
     _ensure_prepared_wmt(dest)
+    _ensure_prepared_imagenet(dest)
     return dest
 
 
@@ -121,6 +122,25 @@ def imagenet_tree_folders(real_data: Path, tmp_path_factory: pytest.TempPathFact
     from .support.imagenet_tree import make_tree
 
     return make_tree(tmp_path_factory.mktemp("imagenet-folders"), real_data, val_layout="folders")
+
+
+def _ensure_prepared_imagenet(dest: Path) -> None:
+    """DEST/imagenet/manifest.json as ``mlbench data prepare imagenet`` writes it, over a small
+    ILSVRC2012 tree of real CIFAR-10 photographs in DEST/imagenet-tree (10 classes, 120 train,
+    30 val, flat val + devkit, with the oddities): what tasks 1b's tests run on (~2 s, once
+    per data folder; the manifest is written last, so a folder with one is complete)."""
+    from mlbench.data import imagenet
+
+    if not (dest / imagenet.FOLDER / imagenet.MANIFEST).is_file():
+        from .support.imagenet_tree import make_tree
+
+        source = dest / "imagenet-tree"
+        if source.exists():  # a half-written tree from an interrupted session
+            import shutil
+
+            shutil.rmtree(source)
+        make_tree(source, dest, classes=10, train_per_class=12, val_per_class=3)
+        imagenet.prepare(source, dest)
 
 
 CHROMIUM = Path(os.environ.get("MLBENCH_CHROMIUM", "/usr/bin/chromium"))

@@ -20,6 +20,17 @@ from mlbench.train.timer import STEP_PHASES
 
 TINY = {
     "cifar10-resnet20": ["data.batch_size=8", "data.train_samples=128", "data.val_samples=32"],
+    # the prepared test tree of real photographs (tests/conftest.py), a narrow ResNet-50 at 32 px
+    "imagenet-resnet50": [
+        "data.batch_size=4",
+        "data.val_batch_size=8",
+        "data.image_size=32",
+        "data.resize_size=36",
+        "data.workers=0",
+        "model.width=8",
+        "data.train_samples=64",
+        "data.val_samples=16",
+    ],
     "epsilon-logreg": ["data.dataset=a9a", "data.train_samples=800", "data.val_samples=200"],
     # the real vocabulary (33,278 words), a tiny LSTM, short windows
     "wikitext2-lstm": [
