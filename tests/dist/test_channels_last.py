@@ -22,12 +22,15 @@ from mlbench.train.loop import train
 STEPS = 6
 
 
-def _one(ctx: DistContext, data: str, out: Path, scheme: str, nhwc: bool) -> dict[str, Any]:
+def _one(
+    ctx: DistContext, data: str, out: Path, scheme: str, extra: list[str], nhwc: bool
+) -> dict[str, Any]:
     task, cfg = resolve_config(
         "cifar10-resnet20",
         overrides=[
             f"data.dir={data}",
             f"algorithm.name={scheme}",
+            *extra,
             f"train.channels_last={str(nhwc).lower()}",
             "data.batch_size=16",
             "data.train_samples=256",
@@ -43,11 +46,13 @@ def _one(ctx: DistContext, data: str, out: Path, scheme: str, nhwc: bool) -> dic
     def recording(model: torch.nn.Module, batch: Any) -> Any:
         conv = next(p for p in model.parameters() if p.dim() == 4)
         fmt = torch.channels_last
-        seen.append((batch[0].is_contiguous(memory_format=fmt), conv.is_contiguous(memory_format=fmt)))
+        seen.append(
+            (batch[0].is_contiguous(memory_format=fmt), conv.is_contiguous(memory_format=fmt))
+        )
         return forward(model, batch)
 
     task.train_forward = recording  # type: ignore[method-assign]
-    run_dir = out / f"{scheme}-{nhwc}"
+    run_dir = out / f"{scheme}-{len(extra)}-{nhwc}"
     run_dir.mkdir(parents=True, exist_ok=True)
     events = EventWriter(run_dir / f"rank-{ctx.rank}.jsonl", f"cl-{scheme}-{nhwc}", ctx.rank)
     try:
@@ -62,14 +67,25 @@ def _one(ctx: DistContext, data: str, out: Path, scheme: str, nhwc: bool) -> dic
     return {"losses": losses, "val": summary.final_metrics["loss"], "seen": seen}
 
 
-def _both(ctx: DistContext, data: str, out: str, scheme: str) -> dict[bool, Any]:
-    return {nhwc: _one(ctx, data, Path(out), scheme, nhwc) for nhwc in (False, True)}
+def _both(ctx: DistContext, data: str, out: str, scheme: str, extra: list[str]) -> dict[bool, Any]:
+    return {nhwc: _one(ctx, data, Path(out), scheme, extra, nhwc) for nhwc in (False, True)}
 
 
 @pytest.mark.world_size(2)
-@pytest.mark.parametrize("scheme", ["allreduce", "ddp"])
-def test_channels_last_trains_the_same(scheme: str, real_data: Path, tmp_path: Path) -> None:
-    ranks = run_ranks(_both, 2, str(real_data), str(tmp_path), scheme, timeout=240)
+@pytest.mark.parametrize(
+    ("scheme", "extra"),
+    [
+        ("allreduce", []),
+        ("ddp", []),  # DDP's reducer lays its bucket views out with the parameters' strides
+        ("powersgd", []),  # gradients reshaped into matrices and written back
+        ("ddp", ["algorithm.ddp_hook=powersgd", "algorithm.start_iter=2"]),
+    ],
+    ids=lambda v: str(v),
+)
+def test_channels_last_trains_the_same(
+    scheme: str, extra: list[str], real_data: Path, tmp_path: Path
+) -> None:
+    ranks = run_ranks(_both, 2, str(real_data), str(tmp_path), scheme, extra, timeout=240)
     for r in ranks:
         plain, nhwc = r[False], r[True]
         assert set(plain["seen"]) == {(False, False)}  # the default leaves NCHW alone
