@@ -178,3 +178,24 @@ def test_cifar_augment_on_cpu_and_device_give_identical_batches(real_data):
         assert a[0].dtype == torch.float32 and a[0].shape == (64, 3, 32, 32)
     for a, b in zip(list(cpu.val), list(dev.val), strict=True):
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cifar_augment_on_the_gpu_is_bit_identical(real_data):
+    from mlbench.dist import DistContext
+    from mlbench.runs import resolve_config
+
+    cuda = torch.device("cuda", torch.cuda.current_device())
+    got = {}
+    for where in ("cpu", "device"):
+        task, cfg = resolve_config(
+            "cifar10-resnet20",
+            overrides=[f"data.dir={real_data}", f"data.augment_on={where}", "data.batch_size=64"],
+        )
+        ctx = DistContext(rank=0, world_size=1, local_rank=0, backend="nccl", device=cuda)
+        loader = task.build_data(cfg, ctx).train
+        got[where] = [(x.cpu(), y.cpu()) for _, (x, y) in zip(range(5), loader, strict=False)]
+        assert all(x.device == cuda for x, _ in [next(iter(loader))])
+    for (xa, ya), (xb, yb) in zip(got["cpu"], got["device"], strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

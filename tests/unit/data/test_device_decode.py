@@ -314,3 +314,27 @@ def test_nvjpeg_branch_retries_one_by_one(
     # the batch failed as a whole, then each file alone; the rejected one went to the CPU
     assert [c["n"] for c in fake.calls] == [n] + [1] * n
     assert (out.int() - expected.int()).abs().max() <= 1
+
+
+# --- on a real GPU (skipped without one) ------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_nvjpeg_on_the_gpu_matches_the_cpu_path(imagenet_tree: Any) -> None:
+    cuda = torch.device("cuda", torch.cuda.current_device())
+    ok, reason = device_decoder_available(cuda)
+    if not ok:
+        pytest.skip(f"no device decoder: {reason}")
+    datas, _ = _odd_batch(imagenet_tree)
+    datas += _files(imagenet_tree, [imagenet_tree.odd["png"], imagenet_tree.odd["cmyk"]])
+    boxes = _random_boxes(datas, seed=5)
+    flips = torch.arange(len(datas)) % 2 == 0
+    on_gpu = decode_batch(datas, boxes, flips, 48, cuda)
+    assert on_gpu.device.type == "cuda" and on_gpu.dtype == torch.uint8
+    on_cpu = decode_batch(datas, boxes, flips, 48, CPU)
+    # nvJPEG's IDCT and chroma upsampling round differently from libjpeg-turbo's
+    diff = (on_gpu.cpu().int() - on_cpu.int()).abs().float()
+    assert diff.mean() < 2.0 and diff.amax(dim=(1, 2, 3)).max() < 64
