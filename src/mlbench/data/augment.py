@@ -1,9 +1,10 @@
 """Whole-batch image augmentation as tensor ops (no per-image Python, no PIL).
 
-The ops run wherever the batch is (``data.augment_on``: the CPU, or the GPU after the uint8 copy),
-while the random offsets and flips are always drawn from the loader's *CPU* generator and then
-moved: both placements consume the same stream and give bit-identical batches (an index gather
-and one IEEE division per pixel), so moving augmentation to the device changes no result.
+The ops run wherever the batch is (``data.augment_on``: the CPU before the copy, or the GPU where
+the uint8 shard is resident), while the random offsets and flips are always drawn from the
+loader's *CPU* generator and then moved: both placements consume the same stream and give
+bit-identical batches (an index gather, then one correctly rounded subtraction and division per
+pixel), so moving augmentation to the device changes no result.
 """
 
 from __future__ import annotations
