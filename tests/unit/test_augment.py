@@ -118,3 +118,84 @@ def test_normalize_extremes():
     x = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1)
     out = normalize(x, (0.5,), (0.25,))
     assert out.flatten().tolist() == pytest.approx([-2.0, 2.0])
+
+
+# --- placement: data.augment_on (cpu before the copy, device after it) gives the same batches ----
+
+
+def test_loader_device_transform_equals_transform():
+    """BatchLoader: a transform after the copy (inputs resident or not) draws the same stream."""
+    from mlbench.data.loader import BatchLoader
+
+    x = _images(40, 3, 8, 8, seed=5)
+    y = torch.arange(40)
+
+    def aug(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return normalize(random_crop_flip(xb, gen, 2), (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+
+    def batches(**kw) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        loader = BatchLoader(x, y, 16, shuffle=True, drop_last=False, seed=7, **kw)
+        return [b for _ in range(2) for b in loader]  # two epochs: the stream runs on
+
+    before = batches(transform=aug)
+    after = batches(device_transform=aug)
+    assert len(before) == 6
+    for (xa, ya), (xb, yb) in zip(before, after, strict=True):
+        assert xa.dtype == torch.float32
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not torch.equal(before[0][0], before[3][0][: len(before[0][0])])
+
+
+def _cifar_loaders(data_dir, augment_on: str):
+    from mlbench.dist import DistContext
+    from mlbench.runs import resolve_config
+
+    task, cfg = resolve_config(
+        "cifar10-resnet20",
+        overrides=[
+            f"data.dir={data_dir}",
+            f"data.augment_on={augment_on}",
+            "data.train_samples=600",
+            "data.val_samples=200",
+            "data.batch_size=64",
+        ],
+    )
+    cpu = torch.device("cpu")
+    ctx = DistContext(rank=1, world_size=2, local_rank=1, backend="gloo", device=cpu)
+    return task.build_data(cfg, ctx)
+
+
+def test_cifar_augment_on_cpu_and_device_give_identical_batches(real_data):
+    cpu = _cifar_loaders(real_data, "cpu")
+    dev = _cifar_loaders(real_data, "device")
+    auto = _cifar_loaders(real_data, "auto")
+    # where each placement puts the work (auto on a CPU device is cpu)
+    assert cpu.train.transform is not None and cpu.train.device_transform is None
+    assert dev.train.transform is None and dev.train.device_transform is not None
+    assert auto.train.transform is not None and auto.train.device_transform is None
+    for a, b, c in zip(list(cpu.train), list(dev.train), list(auto.train), strict=True):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(a[0], c[0])
+        assert a[0].dtype == torch.float32 and a[0].shape == (64, 3, 32, 32)
+    for a, b in zip(list(cpu.val), list(dev.val), strict=True):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cifar_augment_on_the_gpu_is_bit_identical(real_data):
+    from mlbench.dist import DistContext
+    from mlbench.runs import resolve_config
+
+    cuda = torch.device("cuda", torch.cuda.current_device())
+    got = {}
+    for where in ("cpu", "device"):
+        task, cfg = resolve_config(
+            "cifar10-resnet20",
+            overrides=[f"data.dir={real_data}", f"data.augment_on={where}", "data.batch_size=64"],
+        )
+        ctx = DistContext(rank=0, world_size=1, local_rank=0, backend="nccl", device=cuda)
+        loader = task.build_data(cfg, ctx).train
+        got[where] = [(x.cpu(), y.cpu()) for _, (x, y) in zip(range(5), loader, strict=False)]
+        assert all(x.device == cuda for x, _ in [next(iter(loader))])
+    for (xa, ya), (xb, yb) in zip(got["cpu"], got["device"], strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -169,6 +169,13 @@ class TrainConfig:
         "fp32",
         help="fp16: autocast + dynamic loss scaling, fp32 master weights; bf16: autocast",
     )
+    channels_last: bool = param(
+        False,
+        open=True,
+        help="the model's 4-D weights and 4-D input batches in channels-last (NHWC) memory "
+        "format: faster convolutions on tensor-core GPUs; the same math (a convolution may sum in "
+        "another order)",
+    )
     loss_scale_init: float = param(2.0**16, minimum=1, help="fp16: initial loss scale")
     loss_scale_window: int = param(
         2000,

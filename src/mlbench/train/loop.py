@@ -40,6 +40,7 @@ from mlbench.telemetry.events import EventWriter
 from mlbench.telemetry.summary import RankSummary
 from mlbench.train import checkpoint as ckpt
 from mlbench.train import resume
+from mlbench.train.layout import channels_last_batches, channels_last_model
 from mlbench.train.precision import Precision
 from mlbench.train.timer import STEP_PHASES, PhaseTimer
 
@@ -215,6 +216,8 @@ class _Trainer:
         # ``module`` is the plain model (evaluation, checkpoints); ``model`` is what trains —
         # the same object unless the scheme wraps it (DDP)
         self.module = task.build_model(cfg, data.facts).to(dist.device)
+        if tc.channels_last:  # NHWC 4-D weights; the batches follow below (train/layout.py)
+            self.module = channels_last_model(self.module)
         self.model = self.algorithm.wrap(self.module)
         task_optimizer = task.build_optimizer(cfg, self.module, dist.world_size)
         self.optimizer = self.algorithm.build_optimizer(self.module, task_optimizer)
@@ -266,6 +269,8 @@ class _Trainer:
                 ckpt.set_loader_state(train_data, state["loader"]["state"])
             self._epoch_loader_state = ckpt.loader_state(train_data)
             batches = iter(train_data)
+            if tc.channels_last:
+                batches = channels_last_batches(batches)
             self._ahead = None
             i = 0
             if resuming:
