@@ -167,7 +167,10 @@ class TrainConfig:
     )
     precision: Literal["fp32", "fp16", "bf16"] = param(
         "fp32",
-        help="fp16: autocast + dynamic loss scaling, fp32 master weights; bf16: autocast",
+        open=True,
+        help="fp16: autocast + dynamic loss scaling, fp32 master weights; bf16: autocast. Open, "
+        "as in MLPerf's closed division: the numeric format is the runner's choice and the "
+        "quality goal judges it (a run that converges worse reaches its goal later)",
     )
     channels_last: bool = param(
         False,
