@@ -1,5 +1,5 @@
 """P1: what does the mlbench loop (full phase timing, events, schedule, stop rules) cost over a
-bare hand-written PyTorch loop?
+bare hand-written PyTorch loop? (1a, 2a, and 1b's ResNet-50 step)
 
 Both run in this one process, 1 worker, 1 thread, on the same task objects — the same model
 (built fresh from the same seed), the same real data through the same loader and augmentation,
@@ -31,6 +31,15 @@ TARGET = 1.02
 TASKS = {
     # task: (overrides, full steps, quick steps, full rounds)
     "cifar10-resnet20": (["data.val_samples=256"], 40, 2, 5),
+    # 1b: ResNet-50 at 224 px with decoding in the rank (data.workers=0) on both sides, over the
+    # prepared test tree of real photographs (tests/conftest.py writes .data/imagenet); batch 8
+    # keeps a step ~2 s on one CPU thread (the CPU default, 32, would take ~8 s)
+    "imagenet-resnet50": (
+        ["data.batch_size=8", "data.val_samples=8", "data.workers=0"],
+        8,
+        1,
+        3,
+    ),
     # a 2a run of 3000 steps lasts ~1.4 s, and the bare loop alone drifts ±3 % between runs in
     # one process on this machine: the 2 % target needs many paired rounds to be resolved
     "epsilon-logreg": (["data.dataset=a9a"], 3000, 300, 21),

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 EPILOG = """Files go to DIR/libsvm/NAME and DIR/libsvm/NAME.t, the layout that
 `mlbench run --data-dir DIR` reads. Order: files already in DIR that match their
@@ -274,6 +275,18 @@ def run_prepare(args: argparse.Namespace) -> int:
         progress=say,
     )
     manifest = wmt.check(folder)
+    counts = manifest["counts"]
+    return _report(
+        args,
+        manifest,
+        f"{folder}: {counts['train_pairs']:,} training pairs, {counts['test']:,} test sentences, "
+        f"vocabulary {manifest['vocab_size']:,}",
+    )
+
+
+def _report(args: argparse.Namespace, manifest: dict[str, Any], line: str) -> int:
+    """A prepared dataset's manifest as JSON (``--json``), or ``line`` and whether the set is
+    official, with the reasons when not."""
     if args.json:
         print(json.dumps(manifest, indent=2))
         return 0
@@ -282,11 +295,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         if manifest["official"]
         else "NOT official: " + "; ".join(manifest["nonofficial_reasons"])
     )
-    print(
-        f"{folder}: {manifest['counts']['train_pairs']:,} training pairs, "
-        f"{manifest['counts']['test']:,} test sentences, vocabulary {manifest['vocab_size']:,} "
-        f"({kind})"
-    )
+    print(f"{line} ({kind})")
     return 0
 
 
@@ -296,19 +305,11 @@ def _prepare_imagenet(args: argparse.Namespace, say: Callable[[str], None]) -> i
     manifest = imagenet.prepare(
         args.source, args.out, workers=args.workers, progress=say, force=args.force
     )
-    if args.json:
-        print(json.dumps(manifest, indent=2))
-        return 0
     counts = manifest["counts"]
-    kind = (
-        "official"
-        if manifest["official"]
-        else "NOT official: " + "; ".join(manifest["nonofficial_reasons"])
-    )
-    print(
+    return _report(
+        args,
+        manifest,
         f"{args.out / imagenet.FOLDER / imagenet.MANIFEST}: {counts['classes']:,} classes, "
         f"{counts['train']:,} train and {counts['val']:,} val images, {len(manifest['odd']):,} "
-        f"odd files (PNG, CMYK, grayscale), {manifest['ignored']['count']:,} other files "
-        f"ignored ({kind})"
+        f"odd files (PNG, CMYK, grayscale), {manifest['ignored']['count']:,} other files ignored",
     )
-    return 0

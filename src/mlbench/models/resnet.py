@@ -16,6 +16,19 @@ from torch import nn
 VALID_DEPTHS = (20, 32, 44, 56, 110)
 
 
+def he_init(model: nn.Module) -> None:
+    """He et al.'s initialisation, shared by the CIFAR ResNets and ResNet-50: normal with
+    fan-out variance for every convolution, BN at the identity (γ 1, β 0). Modules are visited
+    in ``modules()`` order, so the draws (and the golden 1a curves) do not depend on where
+    this is called from."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class _PadShortcut(nn.Module):
     """Option A: subsample by 2 and zero-pad channels."""
 
@@ -68,12 +81,7 @@ class CifarResNet(nn.Module):
                 cin = cout
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(64, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.bn1(self.conv1(x)))

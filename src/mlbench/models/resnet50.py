@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mlbench.models.resnet import he_init
+
 #: bottleneck blocks per stage; stage i's inner width is width·2^i (64, 128, 256, 512), its
 #: output 4x that
 LAYERS = (3, 4, 6, 3)
@@ -76,12 +78,7 @@ class ResNet50(nn.Module):
             stages.append(nn.Sequential(*stage))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Linear(cin, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init(self)
         nn.init.normal_(self.fc.weight, std=0.01)
         nn.init.zeros_(self.fc.bias)
         if zero_init_residual:
