@@ -14,6 +14,7 @@ from .helpers import leftover_workers, mlbench, only_run_dir, read_result
 
 SMALL = [
     "--workers", "2",
+    "--oversubscribe",  # 2 ranks + 2 decoding processes on this 2-core machine
     "--set", "data.batch_size=4",
     "--set", "data.val_batch_size=8",
     "--set", "data.image_size=32",
@@ -59,6 +60,23 @@ def test_prepare_then_run_on_two_workers(imagenet_tree: object, tmp_path: Path) 
     assert recorded.get("batch_size") == 4 and recorded.get("decode_on_device") == 0
     assert summary["phases"]["data"] > 0
     assert not leftover_workers(run_dir)
+
+
+def test_loader_processes_count_in_the_core_budget(real_data: Path, tmp_path: Path) -> None:
+    """Asking for more decoding processes than the cores hold beside the ranks is one line,
+    exit 2, nothing started (unset, ``data.workers`` is 0 on a CPU: the conformance row and
+    the CLI's --oversubscribe runs above are the other side)."""
+    import os
+
+    cores = os.cpu_count() or 1  # what the launcher counts
+    runs = tmp_path / "runs"
+    proc = mlbench(
+        "run", "imagenet-resnet50", "--data-dir", str(real_data), "--runs-dir", str(runs),
+        "--workers", "2", "--set", f"data.workers={cores}", home=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "loader" in proc.stderr and "--oversubscribe" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not runs.exists()
 
 
 def test_killed_rank_resumes_to_the_same_losses(real_data: Path, tmp_path: Path) -> None:

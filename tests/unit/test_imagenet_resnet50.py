@@ -383,12 +383,17 @@ def test_build_data_resolves_batch_and_decoder_and_normalises(stand_ins, tmp_pat
     train_stream, val_stream = FakeStream.made
     assert train_stream.train and not val_stream.train
     assert train_stream.batch_size == val_stream.batch_size == 32  # auto, on a CPU
-    assert data.recorded == {"batch_size": 32, "val_batch_size": 32, "decode_on_device": 0.0}
+    assert data.recorded == {
+        "batch_size": 32,
+        "val_batch_size": 32,
+        "decode_on_device": 0.0,
+        "loader_workers": 0,  # auto, on a CPU: decoding in the rank
+    }
     for stream in FakeStream.made:
         assert stream.kwargs == {
             "seed": 42,
             "resize_size": 256,
-            "workers": 2,
+            "workers": 0,
             "threads": 1,
             "device": ONE.device,
             "decode_on": "cpu",
@@ -452,3 +457,21 @@ def test_a_shard_smaller_than_the_automatic_batch_is_a_one_line_error(stand_ins,
         task.build_data(cfg, ctx)  # type: ignore[attr-defined]
     fits = apply_overrides(cfg, ["data.batch_size=20"])
     assert len(task.build_data(fits, ctx).train) == 1  # type: ignore[attr-defined]
+
+
+def test_loader_workers_default_by_device_and_count_in_the_core_budget():
+    """Unset: no decoding process on a CPU, AUTO_WORKERS per GPU rank; the launcher's budget
+    gets workers × threads either way."""
+    from mlbench.tasks.imagenet_resnet50 import AUTO_WORKERS, auto_workers
+
+    assert auto_workers(None, on_gpu=False) == 0
+    assert auto_workers(None, on_gpu=True) == AUTO_WORKERS > 0
+    assert auto_workers(3, on_gpu=False) == auto_workers(3, on_gpu=True) == 3
+    task, cfg = resolve_config("imagenet-resnet50")
+    assert task.loader_threads(cfg, on_gpu=False) == 0
+    assert task.loader_threads(cfg, on_gpu=True) == AUTO_WORKERS
+    _, cfg = resolve_config("imagenet-resnet50", overrides=["data.workers=3", "data.threads=2"])
+    assert task.loader_threads(cfg, on_gpu=False) == 6
+    # in-memory tasks take no loader cores
+    other, ocfg = resolve_config("cifar10-resnet20")
+    assert other.loader_threads(ocfg, on_gpu=True) == 0

@@ -53,6 +53,16 @@ def test_check_cores_with_the_flag_is_a_warning():
     assert "3 workers × 2 threads = 6 threads" in warning and "2 CPU cores" in warning
 
 
+def test_check_cores_counts_the_loader_threads():
+    """1b's decoding processes take cores beside each rank's threads: 2 ranks × (1 + 2) on 4
+    cores oversubscribe although 2 × 1 would fit."""
+    assert check_cores(2, 1, 4, allow=False) is None
+    assert check_cores(1, 2, 4, allow=False, loader=2) is None
+    with pytest.raises(ConfigError) as exc:
+        check_cores(2, 1, 4, allow=False, loader=2)
+    assert "2 workers × (1 thread + 2 loader) = 6 threads on 4 CPU cores" in str(exc.value)
+
+
 def test_two_workers_on_two_cores_pass_preflight(tmp_path, two_cores):
     s = LaunchSession(_request(tmp_path, workers=2))
     s.preflight()

@@ -76,20 +76,24 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
-def check_cores(workers: int, threads: int, cores: int, *, allow: bool) -> str | None:
+def check_cores(
+    workers: int, threads: int, cores: int, *, allow: bool, loader: int = 0
+) -> str | None:
     """Refuse more torch threads in all than CPU cores, unless ``allow`` (``--oversubscribe``):
     then the warning to print. Oversubscribed workers time-slice the cores, so the step times a
     benchmark reports would measure the scheduler. The default threads per worker (cores //
     workers, at least 1) never exceed the cores while workers ≤ cores: what this catches is 64
-    workers on 2 cores, or an explicit --threads-per-worker too large.
+    workers on 2 cores, or an explicit --threads-per-worker too large. ``loader``: the threads
+    of each worker's input pipeline beside its own (the task's ``loader_threads``: 1b's
+    decoding processes), which compete for the same cores.
     """
-    total = workers * threads
+    total = workers * (threads + loader)
     if total <= cores:
         return None
-    what = (
-        f"{_count(workers, 'worker')} × {_count(threads, 'thread')} = {total} threads "
-        f"on {_count(cores, 'CPU core')}"
+    per = (
+        f"({_count(threads, 'thread')} + {loader} loader)" if loader else _count(threads, "thread")
     )
+    what = f"{_count(workers, 'worker')} × {per} = {total} threads on {_count(cores, 'CPU core')}"
     if not allow:
         raise ConfigError(
             f"{what} oversubscribes this machine; use fewer --workers or --threads-per-worker, "
@@ -113,6 +117,14 @@ def check_backend(requested: str, workers: int) -> None:
             f"{workers} workers is impossible with nccl here: it needs one GPU per worker and "
             f"{torch.cuda.device_count()} are visible (use --backend gloo to share)"
         )
+
+
+def _on_gpu(backend: str) -> bool:
+    """Whether local ranks train on GPUs: they do exactly when the backend is nccl
+    (:func:`mlbench.dist.init_from_env`)."""
+    from mlbench.dist import resolve_backend
+
+    return resolve_backend(backend) == "nccl"
 
 
 def local_launcher(run_dir: Path, request: LaunchRequest, threads: int) -> Launcher:
@@ -223,8 +235,9 @@ class LaunchSession:
         if r.engine == "local":
             check_backend(r.backend, r.workers)
             cores = cpu_cores()
-            threads = r.threads_per_worker or max(1, cores // r.workers)
-            warning = check_cores(r.workers, threads, cores, allow=r.oversubscribe)
+            loader = task.loader_threads(cfg, on_gpu=_on_gpu(r.backend))
+            threads = r.threads_per_worker or max(1, cores // r.workers - loader)
+            warning = check_cores(r.workers, threads, cores, allow=r.oversubscribe, loader=loader)
         else:  # 0: each node's agent decides from its own cores
             threads, warning = r.threads_per_worker or 0, None
         self.task, self.cfg, self.info = task, cfg, info

@@ -323,6 +323,12 @@ class TaskBase(ABC):
         add it here (4a/4b: the sacrebleu signature)."""
         return self.target.describe(cfg.goal)
 
+    def loader_threads(self, cfg: RunConfig, on_gpu: bool) -> int:
+        """CPU threads each rank's input pipeline runs beside the rank's own (loader processes
+        × their threads). The launcher's core budget counts them, so that a benchmark never
+        time-slices its training threads against its own decoders; 0 for in-memory data."""
+        return 0
+
     @staticmethod
     def data_root(cfg: RunConfig) -> Path:
         if not cfg.data.dir:

@@ -61,6 +61,11 @@ if TYPE_CHECKING:
 
 #: what ``data.batch_size = 0`` / ``data.val_batch_size = 0`` resolve to, by device type
 AUTO_BATCH = {"cuda": 256, "cpu": 32}
+#: loader processes per GPU rank when ``data.workers`` is unset. With nvJPEG they only read
+#: files and parse headers (a few suffice); with CPU decoding at ~1 ms an image per core
+#: (benchmarks/image_decode.py) 4 give ~4k images/s, about what one modern GPU trains
+#: ResNet-50 at. Raise ``data.workers`` where cores allow and the ``data`` phase shows waits.
+AUTO_WORKERS = 4
 
 
 @dataclass
@@ -101,14 +106,15 @@ class ImageNetData(DataConfig):
     resize_size: int = param(
         256, minimum=8, help="validation: the shorter side is resized to this, then centre-cropped"
     )
-    workers: int = param(
-        2,
+    workers: int | None = param(
+        None,
         open=True,
         minimum=0,
         maximum=256,
-        help="loader processes per rank (read, decode, augment; 0: in the rank itself). 2 keep "
-        "a GPU fed when it decodes itself and a CPU rank (a few images/s per core) many times "
-        "over, without taking the cores training runs on; raise it for CPU decoding on a GPU",
+        help="loader processes per rank (read, decode, augment; 0: in the rank itself, charged "
+        "to the data phase). Unset: 0 on a CPU, where a rank trains a few images/s and decoding "
+        "(~1 ms an image) in its own process costs <1 % of a step and takes no extra core; "
+        f"{AUTO_WORKERS} per GPU rank. The launcher counts workers × threads in its core budget",
     )
     threads: int = param(
         1, open=True, minimum=1, maximum=256, help="threads per loader process (decode, resize)"
@@ -177,6 +183,13 @@ def auto_batch(requested: int, device: torch.device) -> int:
     if requested > 0:
         return requested
     return AUTO_BATCH["cuda" if device.type == "cuda" else "cpu"]
+
+
+def auto_workers(requested: int | None, on_gpu: bool) -> int:
+    """``data.workers``, or its default for where the run trains (0 on a CPU)."""
+    if requested is not None:
+        return requested
+    return AUTO_WORKERS if on_gpu else 0
 
 
 def decode_target(requested: str, device: torch.device) -> tuple[str, str]:
@@ -351,6 +364,7 @@ class ImageNetResNet50(Task):
             print(f"imagenet-resnet50: decoding on the CPU ({why})", file=sys.stderr, flush=True)
         batch = auto_batch(d.batch_size, dist.device)
         val_batch = auto_batch(d.val_batch_size, dist.device)
+        workers = auto_workers(d.workers, dist.device.type == "cuda")
         loaders = []
         for split, limit, size, train in (
             ("train", d.train_samples, batch, True),
@@ -370,7 +384,7 @@ class ImageNetResNet50(Task):
                 seed=cfg.seed,
                 image_size=d.image_size,
                 resize_size=d.resize_size,
-                workers=d.workers,
+                workers=workers,
                 threads=d.threads,
                 device=dist.device,
                 decode_on=decode_on,
@@ -384,6 +398,7 @@ class ImageNetResNet50(Task):
                 "batch_size": batch,
                 "val_batch_size": val_batch,
                 "decode_on_device": 1.0 if decode_on == "device" else 0.0,
+                "loader_workers": workers,
             },
         )
 
@@ -402,6 +417,10 @@ class ImageNetResNet50(Task):
                 f"each of {dist.world_size} workers gets {per_rank} training images, fewer than "
                 f"one step of {need}{auto}; set a smaller data.batch_size"
             )
+
+    def loader_threads(self, cfg: RunConfig, on_gpu: bool) -> int:
+        assert isinstance(cfg, ImageNetConfig)
+        return auto_workers(cfg.data.workers, on_gpu) * cfg.data.threads
 
     def build_model(self, cfg: RunConfig, facts: dict[str, Any]) -> torch.nn.Module:
         from mlbench.models.resnet50 import ResNet50
