@@ -158,6 +158,12 @@ def rendezvous_from_env(env: Mapping[str, str] = os.environ) -> Rendezvous:
     return Rendezvous(rank, world, local, addr, port, source)
 
 
+def trains_on_gpu(backend: str) -> bool:
+    """Whether ranks started with ``backend`` train on GPUs: exactly when it resolves to nccl
+    (:func:`init_from_env`). Launchers ask before any rank starts (the core budget)."""
+    return resolve_backend(backend) == "nccl"
+
+
 def init_from_env(backend: str = "auto", timeout_s: float = 300.0) -> DistContext:
     """Join the process group the engine's environment describes (:func:`rendezvous_from_env`)."""
     rv = rendezvous_from_env()

@@ -119,14 +119,6 @@ def check_backend(requested: str, workers: int) -> None:
         )
 
 
-def _on_gpu(backend: str) -> bool:
-    """Whether local ranks train on GPUs: they do exactly when the backend is nccl
-    (:func:`mlbench.dist.init_from_env`)."""
-    from mlbench.dist import resolve_backend
-
-    return resolve_backend(backend) == "nccl"
-
-
 def local_launcher(run_dir: Path, request: LaunchRequest, threads: int) -> Launcher:
     from mlbench.launch.local import LocalLauncher
 
@@ -235,7 +227,9 @@ class LaunchSession:
         if r.engine == "local":
             check_backend(r.backend, r.workers)
             cores = cpu_cores()
-            loader = task.loader_threads(cfg, on_gpu=_on_gpu(r.backend))
+            from mlbench.dist import trains_on_gpu
+
+            loader = task.loader_threads(cfg, on_gpu=trains_on_gpu(r.backend))
             threads = r.threads_per_worker or max(1, cores // r.workers - loader)
             warning = check_cores(r.workers, threads, cores, allow=r.oversubscribe, loader=loader)
         else:  # 0: each node's agent decides from its own cores
