@@ -62,6 +62,17 @@ def test_units_are_the_documented_ones():
     assert set(CPU_METRICS) | set(GPU_METRICS) == set(RESOURCE_UNITS)
 
 
+def test_cpu_share_is_capped_at_every_core(writer, monkeypatch):
+    """A process clock that jumps across a sub-millisecond interval (a scheduler tick) reads as
+    ~700 % on a 2-core machine (seen in CI); the sample says at most every core busy."""
+    sampler = ResourceSampler(writer, 60.0)
+    sampler.read()
+    clock = time.process_time()
+    monkeypatch.setattr(time, "process_time", lambda: clock + 1.0)  # far more than elapsed
+    cores = os.cpu_count() or 1
+    assert sampler.read()["cpu_percent"] == pytest.approx(100.0 * cores)
+
+
 def test_start_and_stop_write_one_sample_each_with_names_units_and_sane_values(writer):
     sampler = ResourceSampler(writer, 60.0)  # no periodic tick during this test
     sampler.start()

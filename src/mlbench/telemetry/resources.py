@@ -11,6 +11,8 @@ cpu_percent    %      this process's CPU use (all its threads, user + system) si
                       quantity as psutil's ``Process.cpu_percent``, read from the process CPU
                       clock (nanosecond resolution, not 10 ms ticks). The first sample covers
                       the process's life so far (interpreter start-up, imports, data loading).
+                      Capped at 100 × the machine's cores: over a very short interval the
+                      kernel's accounting can jump by a scheduler tick and read higher.
 memory_rss     B      resident set size of this process
 net_sent       B      bytes sent since the sampler started, **host-wide** (all interfaces,
                       loopback included): ``psutil.net_io_counters`` — psutil has no per-process
@@ -65,6 +67,9 @@ CPU_METRICS = ("cpu_percent", "memory_rss", "net_sent", "net_recv", "threads")
 GPU_METRICS = ("gpu_util", "gpu_memory")
 
 Position = Callable[[], tuple[int, float]]
+
+
+_CORES = os.cpu_count() or 1
 
 
 def _at_start() -> tuple[int, float]:
@@ -202,7 +207,11 @@ class ResourceSampler:
         else:
             cpu_seconds, elapsed = cpu - self._cpu_last[0], now - self._cpu_last[1]
         self._cpu_last = (cpu, now)
-        values["cpu_percent"] = 100.0 * cpu_seconds / elapsed if elapsed > 0 else 0.0
+        share = 100.0 * cpu_seconds / elapsed if elapsed > 0 else 0.0
+        # over a very short interval (a stop right after a tick) the kernel's CPU accounting
+        # can advance by a whole scheduler tick and read as several cores busy on a 2-core
+        # machine (698 % was seen in CI): no process uses more than every core
+        values["cpu_percent"] = min(share, 100.0 * _CORES)
         rss = self._guarded("memory_rss", lambda: self._proc.memory_info().rss)
         if rss is not None:
             values["memory_rss"] = rss
