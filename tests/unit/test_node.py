@@ -197,21 +197,3 @@ def test_a_stopped_node_makes_a_cancelled_run_not_its_peers_lost_connection(
     _node(tmp_path, 0, "failed", "rank 0: RuntimeError: out of memory", 1)
     outcome = gather_outcome(tmp_path, 2)
     assert outcome is not None and outcome.state == "failed"  # a real error still wins
-
-
-def test_the_agent_leaves_cores_for_the_ranks_loader_processes(tmp_path, monkeypatch):
-    """1b's decoding processes share the node's cores with the ranks: the agent's default
-    threads per rank subtract them (8 cores, 2 ranks, 1 loader process each: 3 threads, not
-    4); an explicit --threads-per-worker wins."""
-    from mlbench.runs import resolve_config, write_config
-
-    _, cfg = resolve_config("imagenet-resnet50", overrides=["data.workers=1"])
-    write_config(tmp_path, cfg)
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
-    req = NodeRequest(tmp_path, 2, 0, "m", 29500, nproc_per_node=2, backend="gloo")
-    assert prepare_agent(req).threads_per_worker == 3
-    _, plain = resolve_config("cifar10-resnet20")
-    write_config(tmp_path, plain)
-    assert prepare_agent(req).threads_per_worker == 4
-    req.threads_per_worker = 2
-    assert prepare_agent(req).threads_per_worker == 2

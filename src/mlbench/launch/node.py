@@ -521,16 +521,7 @@ def prepare_agent(request: NodeRequest) -> NodeAgent:
     if not (run_dir / "config.json").is_file():
         raise ConfigError(f"{run_dir / 'config.json'} not found: the launcher prepares the run")
     cores = os.cpu_count() or 1
-    # the ranks' input pipelines (1b's decoding processes) share this node's cores with them
-    from mlbench.dist import trains_on_gpu
-    from mlbench.runs import load_run_config
-
-    try:
-        task, cfg = load_run_config(run_dir)
-        loader = task.loader_threads(cfg, on_gpu=trains_on_gpu(r.backend))
-    except ConfigError:  # the ranks report a bad config.json, where the run records it
-        loader = 0
-    threads = r.threads_per_worker or max(1, cores // r.nproc_per_node - loader)
+    threads = r.threads_per_worker or max(1, cores // r.nproc_per_node)
     if threads < 1:
         raise ConfigError("--threads-per-worker must be at least 1")
     return NodeAgent(
