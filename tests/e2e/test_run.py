@@ -18,7 +18,7 @@ from mlbench.telemetry.events import KINDS, read_events
 from mlbench.telemetry.resources import CPU_METRICS, RESOURCE_UNITS
 from mlbench.train.timer import PHASES, STEP_PHASES
 
-from .helpers import cli_env, leftover_workers, mlbench, only_run_dir, read_result
+from .helpers import a9a_args, cli_env, leftover_workers, mlbench, only_run_dir, read_result
 
 
 def _check_events(run_dir: Path, world_size: int, run_id: str) -> dict[int, list[dict]]:
@@ -72,28 +72,22 @@ def _check_resources(records: list[dict], final_step: int) -> None:
 def test_epsilon_logreg_a9a_two_workers(real_data: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     proc = mlbench(
-        "run",
-        "epsilon-logreg",
-        "--workers",
-        "2",
-        "--data-dir",
-        str(real_data),
-        "--set",
-        "data.dataset=a9a",
-        "--set",
-        "train.max_steps=40",
-        "--set",
-        "train.eval_every_steps=20",
-        "--set",
-        "train.log_every_steps=5",
-        "--set",
-        "train.log_every_seconds=0",
-        "--set",
-        "train.stop_at_goal=false",
-        "--set",
-        "train.resource_every_seconds=0.2",
-        "--runs-dir",
-        str(runs),
+        *a9a_args(
+            real_data,
+            runs,
+            "--set",
+            "train.max_steps=40",
+            "--set",
+            "train.eval_every_steps=20",
+            "--set",
+            "train.log_every_steps=5",
+            "--set",
+            "train.log_every_seconds=0",
+            "--set",
+            "train.stop_at_goal=false",
+            "--set",
+            "train.resource_every_seconds=0.2",
+        ),
         home=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr

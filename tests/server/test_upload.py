@@ -13,7 +13,7 @@ import httpx
 from mlbench.telemetry.events import EventWriter, make_record, read_events
 from mlbench.telemetry.uploader import QUARANTINE_FILE, Uploader
 
-from ..e2e.helpers import cli_env, mlbench
+from ..e2e.helpers import a9a_args, cli_env, mlbench
 from .master import Master
 
 
@@ -39,26 +39,20 @@ def test_live_upload_stores_exactly_the_worker_files(
     run_id = _new_run(master)
     runs = tmp_path / "runs"
     proc = mlbench(
-        "run",
-        "epsilon-logreg",
-        "--workers",
-        "2",
-        "--data-dir",
-        str(real_data),
-        "--set",
-        "data.dataset=a9a",
-        "--set",
-        "train.max_steps=60",
-        "--set",
-        "train.log_every_steps=1",
-        "--set",
-        "train.log_every_seconds=0",
-        "--run-id",
-        run_id,
-        "--upload",
-        master.url,
-        "--runs-dir",
-        str(runs),
+        *a9a_args(
+            real_data,
+            runs,
+            "--set",
+            "train.max_steps=60",
+            "--set",
+            "train.log_every_steps=1",
+            "--set",
+            "train.log_every_seconds=0",
+            "--run-id",
+            run_id,
+            "--upload",
+            master.url,
+        ),
         home=tmp_path,
         MLBENCH_UPLOAD_TOKEN=master.token,
     )
